@@ -1,0 +1,146 @@
+//! `tidesync`: run the reference RhoConnect-compatible server (and, as the engine grows, sync,
+//! demo and benchmark against it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+use tidesync_server::{App, DatasetSpec, FaultRule, Faults, Partition, ServerConfig, sqlite_backend};
+
+#[derive(Parser, Debug)]
+#[command(name = "tidesync", version, about = "TideSync: offline-first sync over the RhoConnect protocol")]
+struct Cli {
+    /// More logging (-v: info, -vv: debug, -vvv: trace). `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve a RhoConnect-compatible sync server until interrupted.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:9292")]
+    addr: SocketAddr,
+    /// Generated in-memory data: `Product=300,Customer=120` or `Item=100000x10` (N objects × M
+    /// attributes). Product/Customer get the shapes of the transcripts' test app.
+    #[arg(long, conflicts_with_all = ["app", "db"])]
+    dataset: Option<String>,
+    /// A built-in application: `transcripts` (the test app the RhoConnect transcripts were
+    /// recorded with: Product 300 shared, Customer 120 per user, its refusal rules).
+    #[arg(long, conflicts_with = "db")]
+    app: Option<String>,
+    /// Serve the data of a SQLite file (created if missing; see `--source` and `--user`).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// With --db: declare a source `NAME[:user|:app]` (default partition user). Repeatable.
+    #[arg(long = "source", requires = "db")]
+    sources: Vec<String>,
+    /// With --db: add or update a user `LOGIN:PASSWORD`. Repeatable.
+    #[arg(long = "user", requires = "db")]
+    users: Vec<String>,
+    /// With --db: re-read the tables every N seconds to see edits made by other programs.
+    #[arg(long, requires = "db")]
+    refresh_secs: Option<u64>,
+    /// Seed of generated data and of fault decisions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Inject a fault: `ROUTE:FAULT[@PROBABILITY][+SKIP][xTIMES]`, e.g. `query:http500@0.1`,
+    /// `push:apply_then_drop+1x1`, `any:latency=100`. Repeatable.
+    #[arg(long = "fault")]
+    faults: Vec<String>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    body_limit: usize,
+    /// Where bulk data files are written (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Serve the transcripts' test-harness route `POST /app/v1/Product/test_backend_change`.
+    #[arg(long)]
+    test_routes: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    if let Err(e) = run(cli) {
+        eprintln!("tidesync: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let app = if let Some(db) = &args.db {
+        for s in &args.sources {
+            let (name, partition) = match s.split_once(':') {
+                Some((n, "user")) => (n, Partition::User),
+                Some((n, "app")) => (n, Partition::App),
+                Some((_, p)) => bail!("--source {s}: partition must be `user` or `app`, not `{p}`"),
+                None => (s.as_str(), Partition::User),
+            };
+            sqlite_backend::add_source(db, name, partition, 0).with_context(|| format!("--source {s}"))?;
+        }
+        for u in &args.users {
+            let (login, password) = u.split_once(':').context("--user expects LOGIN:PASSWORD")?;
+            sqlite_backend::add_user(db, login, password).with_context(|| format!("--user {login}"))?;
+        }
+        let app = sqlite_backend::open_app(db, args.refresh_secs.map(Duration::from_secs))
+            .with_context(|| format!("opening {}", db.display()))?;
+        if app.sources.is_empty() {
+            eprintln!("tidesync: {} declares no source yet; add one with --source NAME[:user|:app]", db.display());
+        }
+        app
+    } else if let Some(name) = &args.app {
+        match name.as_str() {
+            "transcripts" => App::transcripts(),
+            other => bail!("unknown --app `{other}` (known: transcripts)"),
+        }
+    } else {
+        let spec = args.dataset.as_deref().unwrap_or("Product=300,Customer=120");
+        let specs = DatasetSpec::parse_list(spec).map_err(anyhow::Error::msg).context("--dataset")?;
+        App::generated(&specs, args.seed)
+    };
+    let rules: Vec<FaultRule> = args
+        .faults
+        .iter()
+        .map(|f| f.parse::<FaultRule>().map_err(anyhow::Error::msg).with_context(|| format!("--fault {f}")))
+        .collect::<Result<_>>()?;
+    let mut config = ServerConfig::new(app);
+    config.addr = args.addr;
+    config.faults = Faults::new(rules, args.seed);
+    config.body_limit = args.body_limit;
+    config.data_dir = args.data_dir;
+    config.test_routes = args.test_routes;
+    tidesync_server::serve_blocking(
+        config,
+        |addr| {
+            use std::io::Write as _;
+            println!("listening on http://{addr}/");
+            let _ = std::io::stdout().flush();
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .context("serving")
+}

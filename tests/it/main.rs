@@ -1,0 +1,10 @@
+//! TideSync's cross-crate integration tests, one binary with a module per area:
+//!
+//! * `conformance`: the recorded RhoConnect 7.8 transcripts replayed against the reference server;
+//! * `concurrency`: many clients syncing a large data set at once;
+//! * `bad_input`: malformed, oversized and unexpected requests.
+#![allow(clippy::unwrap_used)]
+
+mod bad_input;
+mod concurrency;
+mod conformance;
