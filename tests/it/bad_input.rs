@@ -29,18 +29,28 @@ fn products(server: &TestServer) -> Store {
 /// A new user can still log in and pull all of Product, which equals the backend's data.
 fn assert_still_serves(server: &TestServer) {
     let mut c = server.client();
-    c.login("zed", "password").expect("after bad input the server still accepts a login");
+    c.login("zed", "password")
+        .expect("after bad input the server still accepts a login");
     c.client_create().expect("and creates a client");
     let mut store = Store::new();
     let report = c.sync("Product", 500, &mut store, 10).expect("and serves a full sync");
-    assert_eq!(store, products(server), "the full sync after bad input holds the backend's data");
+    assert_eq!(
+        store,
+        products(server),
+        "the full sync after bad input holds the backend's data"
+    );
     assert_eq!(report.total_count, store.len() as u64);
 }
 
 /// An answer was received (no dropped connection) with a status in `range`.
 fn assert_status_in(what: &str, resp: &Result<Response, tidesync_tests::Error>, range: std::ops::RangeInclusive<u16>) {
     match resp {
-        Ok(r) => assert!(range.contains(&r.status), "{what}: status {} not in {range:?}; body {:?}", r.status, cut(&r.text(), 200)),
+        Ok(r) => assert!(
+            range.contains(&r.status),
+            "{what}: status {} not in {range:?}; body {:?}",
+            r.status,
+            cut(&r.text(), 200)
+        ),
         Err(e) => panic!("{what}: no answer ({e})"),
     }
 }
@@ -71,10 +81,18 @@ fn malformed_json_push(server: &TestServer) {
         format!(r#"{{"source_name":"Product","client_id":"{}","update":{{"#, cid(&c)),
         "{".to_owned(),
         "not json at all".to_owned(),
-        format!(r#"{{"source_name":"Product","client_id":"{}","update":{{"20":{{"name":"x"}}}}}}trailing"#, cid(&c)),
+        format!(
+            r#"{{"source_name":"Product","client_id":"{}","update":{{"20":{{"name":"x"}}}}}}trailing"#,
+            cid(&c)
+        ),
     ] {
         // Transcript 20: 500, text/plain, "Server error while processing client data".
-        assert_answer(&format!("malformed push {body:?}"), &push_raw(server, &c, &body), 500, "Server error while processing client data");
+        assert_answer(
+            &format!("malformed push {body:?}"),
+            &push_raw(server, &c, &body),
+            500,
+            "Server error while processing client data",
+        );
     }
     assert_eq!(products(server), before, "a malformed push changes nothing");
 }
@@ -110,9 +128,13 @@ fn mistyped_push(server: &TestServer) {
         assert_eq!(products(server), before, "mistyped push {body} changes nothing");
     }
     // Nothing was queued either: a later valid push of another object only changes that object.
-    c.push("Product", &json!({"update": {"30": {"quantity": "5"}}})).expect("a valid push after the bad ones");
+    c.push("Product", &json!({"update": {"30": {"quantity": "5"}}}))
+        .expect("a valid push after the bad ones");
     let mut expected = before;
-    expected.get_mut("30").expect("Product 30").insert("quantity".into(), "5".into());
+    expected
+        .get_mut("30")
+        .expect("Product 30")
+        .insert("quantity".into(), "5".into());
     assert_eq!(products(server), expected, "only the valid push took effect");
 }
 
@@ -129,15 +151,30 @@ fn missing_fields(server: &TestServer) {
     let ck = [("Cookie", cookie(&c))];
     let before = products(server);
     // Transcript 11: query without client_id.
-    assert_answer("query without client_id", &http.get("/application?p_size=50&version=3&source_name=Product", &ck), 500, "Unknown client");
+    assert_answer(
+        "query without client_id",
+        &http.get("/application?p_size=50&version=3&source_name=Product", &ck),
+        500,
+        "Unknown client",
+    );
     // Transcript 13: query without source_name.
     let q = format!("/application?client_id={}&p_size=50&version=3", cid(&c));
     assert_answer("query without source_name", &http.get(&q, &ck), 500, "Unknown source");
     // As transcripts 11 and 20 (push with an unknown client; push whose source_name is not read).
     let body = json!({"source_name": "Product", "update": {"20": {"name": "x"}}}).to_string();
-    assert_answer("push without client_id", &push_raw(server, &c, &body), 500, "Unknown client");
+    assert_answer(
+        "push without client_id",
+        &push_raw(server, &c, &body),
+        500,
+        "Unknown client",
+    );
     let body = json!({"client_id": cid(&c), "update": {"20": {"name": "x"}}}).to_string();
-    assert_answer("push without source_name", &push_raw(server, &c, &body), 500, "Unknown source");
+    assert_answer(
+        "push without source_name",
+        &push_raw(server, &c, &body),
+        500,
+        "Unknown source",
+    );
     assert_answer("push of {}", &push_raw(server, &c, "{}"), 500, "Unknown source");
     assert_eq!(products(server), before, "incomplete pushes change nothing");
     // Logins without a login or password (transcript 02: 401).
@@ -145,14 +182,30 @@ fn missing_fields(server: &TestServer) {
         let resp = http.post_json("/application/clientlogin", &[], &body);
         assert_status_in(&format!("login {body}"), &resp, 401..=401);
     }
-    let resp = http.send("POST", "/application/clientlogin", &[("Content-Type", "application/json")], Some(b"{\"login\":"));
+    let resp = http.send(
+        "POST",
+        "/application/clientlogin",
+        &[("Content-Type", "application/json")],
+        Some(b"{\"login\":"),
+    );
     assert_status_in("login with malformed JSON", &resp, 400..=599);
     // Routes whose client_id is missing: an answer, never a success that invents a client.
     for path in ["/application/clientreset", "/application/bulk_data?partition=app"] {
-        assert_status_in(&format!("GET {path} without client_id"), &http.get(path, &ck), 400..=599);
+        assert_status_in(
+            &format!("GET {path} without client_id"),
+            &http.get(path, &ck),
+            400..=599,
+        );
     }
-    let resp = http.post_json("/application/clientregister", &ck, &json!({"device_pin": "x", "device_type": "Android"}));
-    assert!(resp.is_ok(), "clientregister without client_id gets an answer: {resp:?}");
+    let resp = http.post_json(
+        "/application/clientregister",
+        &ck,
+        &json!({"device_pin": "x", "device_type": "Android"}),
+    );
+    assert!(
+        resp.is_ok(),
+        "clientregister without client_id gets an answer: {resp:?}"
+    );
 }
 
 #[test]
@@ -239,11 +292,18 @@ fn oversized_body(server: &TestServer) {
     let before = products(server);
     // 20 MiB, over the default limit of 16 MiB: a valid JSON push padded with a long value.
     let pad = "x".repeat(20 * 1024 * 1024);
-    let body = format!(r#"{{"source_name":"Product","client_id":"{}","update":{{"20":{{"name":"{pad}"}}}}}}"#, cid(&c));
+    let body = format!(
+        r#"{{"source_name":"Product","client_id":"{}","update":{{"20":{{"name":"{pad}"}}}}}}"#,
+        cid(&c)
+    );
     let resp = server.http().send(
         "POST",
         "/application",
-        &[("Content-Type", "application/json"), ("Cookie", cookie(&c)), ("Expect", "100-continue")],
+        &[
+            ("Content-Type", "application/json"),
+            ("Cookie", cookie(&c)),
+            ("Expect", "100-continue"),
+        ],
         Some(body.as_bytes()),
     );
     assert_status_in("a 20 MiB push", &resp, 413..=413);
@@ -260,11 +320,21 @@ fn a_body_over_the_limit_is_413() {
 fn garbage_cookies(server: &TestServer) {
     let c = alice(server);
     let http = server.http();
-    let q = format!("/application?client_id={}&p_size=50&version=3&source_name=Product", cid(&c));
+    let q = format!(
+        "/application?client_id={}&p_size=50&version=3&source_name=Product",
+        cid(&c)
+    );
     let valid = cookie(&c).to_owned();
     let long = format!("rhoconnect_session={}", "A".repeat(8000));
-    let tampered = format!("{}{}", &valid[..valid.len() - 1], if valid.ends_with('0') { '1' } else { '0' });
-    let fake_hmac = format!("rhoconnect_session=BAh7BkkiCmxvZ2luBjoGRVRJIgphbGljZQY7AFQ%3D--{}", "0".repeat(40));
+    let tampered = format!(
+        "{}{}",
+        &valid[..valid.len() - 1],
+        if valid.ends_with('0') { '1' } else { '0' }
+    );
+    let fake_hmac = format!(
+        "rhoconnect_session=BAh7BkkiCmxvZ2luBjoGRVRJIgphbGljZQY7AFQ%3D--{}",
+        "0".repeat(40)
+    );
     let other_server = TestServer::transcripts(false);
     let mut stranger = other_server.client();
     stranger.login("alice", "password").expect("login on another server");
@@ -282,7 +352,12 @@ fn garbage_cookies(server: &TestServer) {
         foreign.as_str(),
     ] {
         // Transcript 12: 401, "Not authenticated".
-        assert_answer(&format!("cookie {:?}", cut(cookie, 60)), &http.get(&q, &[("Cookie", cookie)]), 401, "Not authenticated");
+        assert_answer(
+            &format!("cookie {:?}", cut(cookie, 60)),
+            &http.get(&q, &[("Cookie", cookie)]),
+            401,
+            "Not authenticated",
+        );
     }
 }
 
@@ -300,20 +375,50 @@ fn huge_query_values(server: &TestServer) {
     let big = "S".repeat(100 * 1024);
     let id = cid(&c);
     for (what, q) in [
-        ("100 KB source_name", format!("/application?client_id={id}&p_size=50&version=3&source_name={big}")),
-        ("100 KB client_id", format!("/application?client_id={big}&p_size=50&version=3&source_name=Product")),
-        ("100 KB token", format!("/application?client_id={id}&p_size=50&version=3&source_name=Product&token={big}")),
-        ("100-digit p_size", format!("/application?client_id={id}&p_size={}&version=3&source_name=Product", "9".repeat(100))),
-        ("negative p_size", format!("/application?client_id={id}&p_size=-5&version=3&source_name=Product")),
-        ("100 KB search value", format!("/application/search?client_id={id}&p_size=50&version=3&search[name]={big}&sources[][name]=Product")),
-        ("encoded junk", format!("/application?client_id={id}&p_size=50&version=3&source_name={}", query_value("\u{0}\u{ffff}%zz\"<>"))),
+        (
+            "100 KB source_name",
+            format!("/application?client_id={id}&p_size=50&version=3&source_name={big}"),
+        ),
+        (
+            "100 KB client_id",
+            format!("/application?client_id={big}&p_size=50&version=3&source_name=Product"),
+        ),
+        (
+            "100 KB token",
+            format!("/application?client_id={id}&p_size=50&version=3&source_name=Product&token={big}"),
+        ),
+        (
+            "100-digit p_size",
+            format!(
+                "/application?client_id={id}&p_size={}&version=3&source_name=Product",
+                "9".repeat(100)
+            ),
+        ),
+        (
+            "negative p_size",
+            format!("/application?client_id={id}&p_size=-5&version=3&source_name=Product"),
+        ),
+        (
+            "100 KB search value",
+            format!(
+                "/application/search?client_id={id}&p_size=50&version=3&search[name]={big}&sources[][name]=Product"
+            ),
+        ),
+        (
+            "encoded junk",
+            format!(
+                "/application?client_id={id}&p_size=50&version=3&source_name={}",
+                query_value("\u{0}\u{ffff}%zz\"<>")
+            ),
+        ),
     ] {
         // An error or a page, never a dropped connection.
         let resp = http.get(&q, &ck);
         assert_status_in(what, &resp, 200..=599);
         if let Ok(r) = &resp
             && r.status == 200
-            && r.header("content-type").is_some_and(|t| t.starts_with("application/json"))
+            && r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json"))
         {
             assert!(r.json().is_ok(), "{what}: a 200 JSON answer parses");
         }

@@ -34,7 +34,11 @@ fn run_client(n: usize, base: &str, expected: &Store, deadline: Instant) -> Resu
         return Err(format!("{user}: {}", store_diff(expected, &store)));
     }
     if report.total_count != expected.len() as u64 {
-        return Err(format!("{user}: total_count {} (backend holds {})", report.total_count, expected.len()));
+        return Err(format!(
+            "{user}: total_count {} (backend holds {})",
+            report.total_count,
+            expected.len()
+        ));
     }
     Ok(report.pages)
 }
@@ -44,7 +48,10 @@ fn fifty_concurrent_clients_each_receive_the_whole_dataset() {
     let server = TestServer::generated("Item=10000x10", 42);
     let expected = Arc::new(server.backend_store("Item", None));
     assert_eq!(expected.len(), 10_000, "the generated data set has 10,000 objects");
-    assert!(expected.values().all(|o| o.len() == 10), "every object has 10 attributes");
+    assert!(
+        expected.values().all(|o| o.len() == 10),
+        "every object has 10 attributes"
+    );
 
     let start = Instant::now();
     let deadline = start + BUDGET;
@@ -56,8 +63,10 @@ fn fifty_concurrent_clients_each_receive_the_whole_dataset() {
         std::thread::Builder::new()
             .name(format!("client-{n}"))
             .spawn(move || {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_client(n, &base, &expected, deadline)))
-                    .unwrap_or_else(|_| Err("the client thread panicked".into()));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_client(n, &base, &expected, deadline)
+                }))
+                .unwrap_or_else(|_| Err("the client thread panicked".into()));
                 let _ = tx.send(Outcome { client: n, result });
             })
             .expect("spawn a client thread");
@@ -73,14 +82,26 @@ fn fifty_concurrent_clients_each_receive_the_whole_dataset() {
                 done += 1;
                 match result {
                     Ok(6) => {}
-                    Ok(pages) => failures.push(format!("client {client}: {pages} pages, expected 5 pages of 2,000 and the final page")),
+                    Ok(pages) => failures.push(format!(
+                        "client {client}: {pages} pages, expected 5 pages of 2,000 and the final page"
+                    )),
                     Err(e) => failures.push(format!("client {client}: {e}")),
                 }
             }
-            Err(_) => panic!("only {done} of {CLIENTS} clients finished within {BUDGET:?}; failures so far: {failures:?}"),
+            Err(_) => {
+                panic!("only {done} of {CLIENTS} clients finished within {BUDGET:?}; failures so far: {failures:?}")
+            }
         }
     }
-    assert!(failures.is_empty(), "{} of {CLIENTS} clients failed:\n  {}", failures.len(), failures.join("\n  "));
+    assert!(
+        failures.is_empty(),
+        "{} of {CLIENTS} clients failed:\n  {}",
+        failures.len(),
+        failures.join("\n  ")
+    );
     assert_eq!(server.server.faults().injected(), 0, "no fault was injected");
-    eprintln!("concurrency: {CLIENTS} clients × 10,000 objects synced in {:?}", start.elapsed());
+    eprintln!(
+        "concurrency: {CLIENTS} clients × 10,000 objects synced in {:?}",
+        start.elapsed()
+    );
 }

@@ -32,15 +32,25 @@ const UNKNOWN_CLIENT: &str = "0123456789abcdef0123456789abcdef";
 
 /// Client ids that transcript 20 uses for "a fresh client" whose clientcreate was done by the
 /// recorder but not recorded. The replay creates one client (as alice) for each before step 20.
-const UNRECORDED_FRESH_CLIENTS: [&str; 3] =
-    ["c8f87f3112eae470e75cb94c5afb17ef", "cf4e1a94cab4e4e5adf32a54dab89b02", "8e4e3a89a0ce7bcf1a417d0884f5389b"];
+const UNRECORDED_FRESH_CLIENTS: [&str; 3] = [
+    "c8f87f3112eae470e75cb94c5afb17ef",
+    "cf4e1a94cab4e4e5adf32a54dab89b02",
+    "8e4e3a89a0ce7bcf1a417d0884f5389b",
+];
 
 /// Transcripts not replayed, with the reason. Empty: every transcript is replayed.
 const EXCLUDED: &[(&str, &str)] = &[];
 
 /// Request headers of the recording that are not replayed: they belong to the recorder's HTTP
 /// library (ureq sets its own `User-Agent`, `Accept`, `Host`; the length follows the body).
-const SKIPPED_REQUEST_HEADERS: [&str; 6] = ["user-agent", "accept-encoding", "accept", "connection", "content-length", "host"];
+const SKIPPED_REQUEST_HEADERS: [&str; 6] = [
+    "user-agent",
+    "accept-encoding",
+    "accept",
+    "connection",
+    "content-length",
+    "host",
+];
 
 /// One recorded exchange.
 #[derive(Debug, Clone)]
@@ -72,7 +82,10 @@ impl Exchange {
     }
 
     fn resp_header(&self, name: &str) -> Option<&str> {
-        self.resp_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.resp_headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The recorded answer as if our server had sent it (for checking the comparator itself).
@@ -91,19 +104,29 @@ impl Exchange {
             let needle = format!("element \"{key}\" had ");
             for n in &self.notes {
                 if let Some(pos) = n.find(&needle) {
-                    let digits: String = n[pos + needle.len()..].chars().take_while(char::is_ascii_digit).collect();
+                    let digits: String = n[pos + needle.len()..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
                     if let Ok(v) = digits.parse() {
                         return Some(v);
                     }
                 }
             }
         }
-        inner.and_then(|c| c.get(key)).and_then(Value::as_object).map(|m| m.len())
+        inner
+            .and_then(|c| c.get(key))
+            .and_then(Value::as_object)
+            .map(|m| m.len())
     }
 }
 
 fn load_file(path: &Path) -> Vec<Exchange> {
-    let file = path.file_name().and_then(|f| f.to_str()).expect("utf-8 file name").to_owned();
+    let file = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .expect("utf-8 file name")
+        .to_owned();
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{file}: {e}"));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{file}: not JSON: {e}"));
     let list = match v {
@@ -112,7 +135,11 @@ fn load_file(path: &Path) -> Vec<Exchange> {
     };
     let pairs = |v: &Value| -> Vec<(String, String)> {
         v.as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     list.iter()
@@ -134,7 +161,10 @@ fn load_file(path: &Path) -> Vec<Exchange> {
                 resp_body: rs["body"].as_str().map(str::to_owned),
                 resp_json: rs.get("body_json").cloned(),
                 truncated: rs["body_truncated"].as_bool().unwrap_or(false),
-                notes: e["notes"].as_array().map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
+                notes: e["notes"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|n| n.as_str().map(str::to_owned)).collect())
+                    .unwrap_or_default(),
                 sqlite: e.get("sqlite").cloned(),
             }
         })
@@ -152,11 +182,21 @@ fn load_all() -> Vec<(String, Vec<Exchange>)> {
     files.sort();
     let out: Vec<(String, Vec<Exchange>)> = files
         .iter()
-        .map(|p| (p.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_owned(), load_file(p)))
+        .map(|p| {
+            (
+                p.file_name().and_then(|f| f.to_str()).unwrap_or_default().to_owned(),
+                load_file(p),
+            )
+        })
         .collect();
     let steps: Vec<String> = out.iter().map(|(f, _)| f[..2].to_owned()).collect();
     let expected: Vec<String> = (1..=22).map(|i| format!("{i:02}")).collect();
-    assert_eq!(steps, expected, "the transcripts directory {} must hold exactly the files 01..22", dir.display());
+    assert_eq!(
+        steps,
+        expected,
+        "the transcripts directory {} must hold exactly the files 01..22",
+        dir.display()
+    );
     out
 }
 
@@ -165,7 +205,10 @@ fn canon(v: &Value) -> String {
     match v {
         Value::Object(m) => {
             let sorted: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, canon(v))).collect();
-            let inner: Vec<String> = sorted.iter().map(|(k, v)| format!("{}:{v}", Value::String((*k).clone()))).collect();
+            let inner: Vec<String> = sorted
+                .iter()
+                .map(|(k, v)| format!("{}:{v}", Value::String((*k).clone())))
+                .collect();
             format!("{{{}}}", inner.join(","))
         }
         Value::Array(a) => format!("[{}]", a.iter().map(canon).collect::<Vec<_>>().join(",")),
@@ -178,7 +221,12 @@ fn is_hex32(s: &str) -> bool {
 }
 
 fn normalize_content_type(ct: Option<&str>) -> Option<String> {
-    ct.map(|c| c.chars().filter(|ch| !ch.is_whitespace()).collect::<String>().to_ascii_lowercase())
+    ct.map(|c| {
+        c.chars()
+            .filter(|ch| !ch.is_whitespace())
+            .collect::<String>()
+            .to_ascii_lowercase()
+    })
 }
 
 /// Element keys of a page with the commands element reduced to one placeholder (its keys are
@@ -186,7 +234,23 @@ fn normalize_content_type(ct: Option<&str>) -> Option<String> {
 fn shape_of(page: &Page) -> Vec<String> {
     page.element_keys
         .iter()
-        .map(|k| if ["version", "token", "count", "progress_count", "total_count", "source", "refresh_time"].contains(&k.as_str()) { k.clone() } else { "<commands>".into() })
+        .map(|k| {
+            if [
+                "version",
+                "token",
+                "count",
+                "progress_count",
+                "total_count",
+                "source",
+                "refresh_time",
+            ]
+            .contains(&k.as_str())
+            {
+                k.clone()
+            } else {
+                "<commands>".into()
+            }
+        })
         .collect()
 }
 
@@ -215,12 +279,21 @@ impl Comparator {
     fn compare(&mut self, ex: &Exchange, actual: &Response) -> Vec<String> {
         let mut out = Vec::new();
         if actual.status != ex.status {
-            out.push(format!("status: recorded {}, got {} (body {:?})", ex.status, actual.status, cut(&actual.text(), 200)));
+            out.push(format!(
+                "status: recorded {}, got {} (body {:?})",
+                ex.status,
+                actual.status,
+                cut(&actual.text(), 200)
+            ));
         }
         let rec_ct = normalize_content_type(ex.resp_header("content-type"));
         let act_ct = normalize_content_type(actual.header("content-type"));
         if rec_ct != act_ct {
-            out.push(format!("Content-Type: recorded {:?}, got {:?}", ex.resp_header("content-type"), actual.header("content-type")));
+            out.push(format!(
+                "Content-Type: recorded {:?}, got {:?}",
+                ex.resp_header("content-type"),
+                actual.header("content-type")
+            ));
         }
         let html_404 = ex.status == 404;
         if !html_404 {
@@ -230,14 +303,24 @@ impl Comparator {
                     out.push(format!("{h} header: recorded {}, got {}", presence(r), presence(a)));
                 }
             }
-            let (r, a) = (ex.resp_header("X-Rhoconnect-PAGE-OBJECT-COUNT"), actual.header("X-Rhoconnect-PAGE-OBJECT-COUNT"));
+            let (r, a) = (
+                ex.resp_header("X-Rhoconnect-PAGE-OBJECT-COUNT"),
+                actual.header("X-Rhoconnect-PAGE-OBJECT-COUNT"),
+            );
             if r != a {
                 out.push(format!("X-Rhoconnect-PAGE-OBJECT-COUNT: recorded {r:?}, got {a:?}"));
             }
         }
-        let (r, a) = (ex.resp_header("Set-Cookie").is_some(), actual.header("Set-Cookie").is_some());
+        let (r, a) = (
+            ex.resp_header("Set-Cookie").is_some(),
+            actual.header("Set-Cookie").is_some(),
+        );
         if r != a {
-            out.push(format!("Set-Cookie header: recorded {}, got {}", presence(r), presence(a)));
+            out.push(format!(
+                "Set-Cookie header: recorded {}, got {}",
+                presence(r),
+                presence(a)
+            ));
         }
         if let (Some(rc), Some(ac)) = (ex.resp_header("Set-Cookie"), actual.session_cookie()) {
             if let Some(nv) = rc.split(';').next() {
@@ -258,7 +341,10 @@ impl Comparator {
             }
             None => {
                 if actual.text() != *rec_body {
-                    out.push(format!("body: recorded {rec_body:?}, got {:?}", cut(&actual.text(), 300)));
+                    out.push(format!(
+                        "body: recorded {rec_body:?}, got {:?}",
+                        cut(&actual.text(), 300)
+                    ));
                 }
             }
             Some(rec_json) => match actual.json() {
@@ -293,7 +379,14 @@ impl Comparator {
         }
     }
 
-    fn compare_page(&mut self, ex: &Exchange, rec_json: &Value, act_json: &Value, actual: &Response, out: &mut Vec<String>) {
+    fn compare_page(
+        &mut self,
+        ex: &Exchange,
+        rec_json: &Value,
+        act_json: &Value,
+        actual: &Response,
+        out: &mut Vec<String>,
+    ) {
         let rec = match Page::parse(rec_json) {
             Ok(p) => p,
             Err(e) => return out.push(format!("recorded page does not parse: {e}")),
@@ -303,13 +396,21 @@ impl Comparator {
             Err(e) => return out.push(format!("page: {e}")),
         };
         if shape_of(&rec) != shape_of(&act) {
-            out.push(format!("page elements: recorded {:?}, got {:?}", shape_of(&rec), shape_of(&act)));
+            out.push(format!(
+                "page elements: recorded {:?}, got {:?}",
+                shape_of(&rec),
+                shape_of(&act)
+            ));
         }
         if rec.version != act.version {
             out.push(format!("version: recorded {:?}, got {:?}", rec.version, act.version));
         }
         if rec.token_str().is_empty() != act.token_str().is_empty() {
-            out.push(format!("token: recorded {:?}, got {:?}", rec.token_str(), act.token_str()));
+            out.push(format!(
+                "token: recorded {:?}, got {:?}",
+                rec.token_str(),
+                act.token_str()
+            ));
         }
         for (name, r, a) in [
             ("count", rec.count, act.count),
@@ -324,17 +425,29 @@ impl Comparator {
         // Our page must be consistent with itself.
         let n = act.ids("insert").len() + act.ids("delete").len();
         if !(self.self_check && ex.truncated) && act.count != Some(n as u64) {
-            out.push(format!("our page: count {:?} but insert+delete hold {n} objects", act.count));
+            out.push(format!(
+                "our page: count {:?} but insert+delete hold {n} objects",
+                act.count
+            ));
         }
         if let Some(h) = actual.header("X-Rhoconnect-PAGE-TOKEN")
             && h != act.token_str()
         {
-            out.push(format!("our page: X-Rhoconnect-PAGE-TOKEN {h:?} differs from the body token {:?}", act.token_str()));
+            out.push(format!(
+                "our page: X-Rhoconnect-PAGE-TOKEN {h:?} differs from the body token {:?}",
+                act.token_str()
+            ));
         }
         self.map_token("token", rec.token_str(), act.token_str(), out);
     }
 
-    fn compare_commands(&self, ex: &Exchange, rec: &serde_json::Map<String, Value>, act: &serde_json::Map<String, Value>, out: &mut Vec<String>) {
+    fn compare_commands(
+        &self,
+        ex: &Exchange,
+        rec: &serde_json::Map<String, Value>,
+        act: &serde_json::Map<String, Value>,
+        out: &mut Vec<String>,
+    ) {
         let rk: BTreeSet<&String> = rec.keys().collect();
         let ak: BTreeSet<&String> = act.keys().collect();
         if rk != ak {
@@ -360,21 +473,45 @@ impl Comparator {
         }
     }
 
-    fn compare_search(&mut self, ex: &Exchange, rec_json: &Value, act_json: &Value, actual: &Response, out: &mut Vec<String>) {
+    fn compare_search(
+        &mut self,
+        ex: &Exchange,
+        rec_json: &Value,
+        act_json: &Value,
+        actual: &Response,
+        out: &mut Vec<String>,
+    ) {
         let (Some(rec), Some(act)) = (rec_json.as_array(), act_json.as_array()) else {
-            return out.push(format!("search answer: recorded {}, got {}", canon(rec_json), cut(&canon(act_json), 300)));
+            return out.push(format!(
+                "search answer: recorded {}, got {}",
+                canon(rec_json),
+                cut(&canon(act_json), 300)
+            ));
         };
         if rec.len() != act.len() {
-            return out.push(format!("search answer: recorded {} sources, got {}: {}", rec.len(), act.len(), cut(&canon(act_json), 300)));
+            return out.push(format!(
+                "search answer: recorded {} sources, got {}: {}",
+                rec.len(),
+                act.len(),
+                cut(&canon(act_json), 300)
+            ));
         }
         for (r, a) in rec.iter().zip(act) {
             let (Some(ra), Some(aa)) = (r.as_array(), a.as_array()) else {
-                out.push(format!("search answer element: recorded {}, got {}", canon(r), cut(&canon(a), 300)));
+                out.push(format!(
+                    "search answer element: recorded {}, got {}",
+                    canon(r),
+                    cut(&canon(a), 300)
+                ));
                 continue;
             };
             if ra.is_empty() || aa.is_empty() {
                 if ra.is_empty() != aa.is_empty() {
-                    out.push(format!("search answer: recorded {}, got {}", canon(r), cut(&canon(a), 300)));
+                    out.push(format!(
+                        "search answer: recorded {}, got {}",
+                        canon(r),
+                        cut(&canon(a), 300)
+                    ));
                 }
                 continue;
             }
@@ -386,7 +523,11 @@ impl Comparator {
                 }
             };
             if shape_of(&rp) != shape_of(&ap) {
-                out.push(format!("search page elements: recorded {:?}, got {:?}", shape_of(&rp), shape_of(&ap)));
+                out.push(format!(
+                    "search page elements: recorded {:?}, got {:?}",
+                    shape_of(&rp),
+                    shape_of(&ap)
+                ));
             }
             if rp.version != ap.version || rp.source != ap.source || rp.count != ap.count {
                 out.push(format!(
@@ -403,7 +544,10 @@ impl Comparator {
                 && !ap.commands.contains_key("search-error")
                 && c as usize != ap.ids("insert").len()
             {
-                out.push(format!("our search page: count {c} but insert holds {}", ap.ids("insert").len()));
+                out.push(format!(
+                    "our search page: count {c} but insert holds {}",
+                    ap.ids("insert").len()
+                ));
             }
             self.map_token("search token", rp.token_str(), ap.token_str(), out);
         }
@@ -428,8 +572,13 @@ impl Comparator {
             }
         } else if let Some(rec_cookie) = rec.get("rhoconnect_session").and_then(Value::as_str) {
             // /api/application/clientlogin: the cookie also in the body, URL-encoded, with ";".
-            let keys_ok = act.as_object().is_some_and(|m| m.len() == 1 && m.contains_key("rhoconnect_session"));
-            let decoded = act.get("rhoconnect_session").and_then(Value::as_str).map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned());
+            let keys_ok = act
+                .as_object()
+                .is_some_and(|m| m.len() == 1 && m.contains_key("rhoconnect_session"));
+            let decoded = act
+                .get("rhoconnect_session")
+                .and_then(Value::as_str)
+                .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned());
             let expected = actual.session_cookie().map(|c| format!("{c};"));
             if !keys_ok || decoded.is_none() || decoded != expected {
                 out.push(format!(
@@ -445,7 +594,10 @@ impl Comparator {
             if Some(rec_result) != act_result || rec.as_object().map(|m| m.len()) != act.as_object().map(|m| m.len()) {
                 out.push(format!("bulk_data: recorded {}, got {}", canon(rec), canon(act)));
             }
-            if let (Some(ru), Some(au)) = (rec.get("url").and_then(Value::as_str), act.get("url").and_then(Value::as_str)) {
+            if let (Some(ru), Some(au)) = (
+                rec.get("url").and_then(Value::as_str),
+                act.get("url").and_then(Value::as_str),
+            ) {
                 self.compare_bulk_url(ru, au, out);
             }
         } else if canon(rec) != canon(act) {
@@ -466,10 +618,14 @@ impl Comparator {
             _ => false,
         };
         if !shape_ok {
-            out.push(format!("bulk url: recorded {rec:?} (timestamp normalized), got {act:?}"));
+            out.push(format!(
+                "bulk url: recorded {rec:?} (timestamp normalized), got {act:?}"
+            ));
         }
         match self.urls.get(rec) {
-            Some(m) if m != act => out.push(format!("bulk url: the recorded server answered its earlier url {rec} again; ours answered {act}, not {m}")),
+            Some(m) if m != act => out.push(format!(
+                "bulk url: the recorded server answered its earlier url {rec} again; ours answered {act}, not {m}"
+            )),
             Some(_) => {}
             None => {
                 self.urls.insert(rec.to_owned(), act.to_owned());
@@ -494,7 +650,11 @@ impl Comparator {
                     let tail = &rec[common..];
                     let mut tampered = format!("{}{tail}", &ours[..ours.len() - tail.len()]);
                     if tampered == *ours {
-                        tampered = format!("{}{}", &ours[..ours.len() - 1], if ours.ends_with('f') { '0' } else { 'f' });
+                        tampered = format!(
+                            "{}{}",
+                            &ours[..ours.len() - 1],
+                            if ours.ends_with('f') { '0' } else { 'f' }
+                        );
                     }
                     return tampered;
                 }
@@ -508,7 +668,9 @@ impl Comparator {
             Some(a) => a.clone(),
             None => {
                 if rec != UNKNOWN_CLIENT {
-                    problems.push(format!("the recorded client id {rec} has no counterpart in the replay (its clientcreate failed?)"));
+                    problems.push(format!(
+                        "the recorded client id {rec} has no counterpart in the replay (its clientcreate failed?)"
+                    ));
                 }
                 rec.to_owned()
             }
@@ -532,11 +694,17 @@ impl Comparator {
             .filter(|p| !p.is_empty())
             .map(|p| match p.split_once('=') {
                 Some(("client_id", v)) => format!("client_id={}", self.client_for(v, problems)),
-                Some((k @ ("token" | "sources[][token]"), v)) => format!("{k}={}", self.tokens.get(v).map_or(v, String::as_str)),
+                Some((k @ ("token" | "sources[][token]"), v)) => {
+                    format!("{k}={}", self.tokens.get(v).map_or(v, String::as_str))
+                }
                 _ => p.to_owned(),
             })
             .collect();
-        let target = if query.is_empty() { path } else { format!("{path}?{}", query.join("&")) };
+        let target = if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{}", query.join("&"))
+        };
         let headers = ex
             .headers
             .iter()
@@ -585,7 +753,10 @@ impl Replay {
             self.fail(ex, p);
         }
         let hdrs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        match self.http.send(&ex.method, &target, &hdrs, body.as_deref().map(str::as_bytes)) {
+        match self
+            .http
+            .send(&ex.method, &target, &hdrs, body.as_deref().map(str::as_bytes))
+        {
             Ok(r) => Some(r),
             Err(e) => {
                 self.fail(ex, format!("no answer: {e}"));
@@ -615,12 +786,17 @@ impl Replay {
     }
 
     fn page_ids(&self, step: &str, index: usize) -> Option<BTreeSet<String>> {
-        self.pages.get(&(step.to_owned(), index)).map(|p| p.ids("insert").into_iter().collect())
+        self.pages
+            .get(&(step.to_owned(), index))
+            .map(|p| p.ids("insert").into_iter().collect())
     }
 
     /// Alice's actual cookie (the one her 01 login got).
     fn alice_cookie(&self, files: &[(String, Vec<Exchange>)]) -> String {
-        let rec = files[0].1[0].resp_header("Set-Cookie").and_then(|c| c.split(';').next()).expect("01 sets a cookie");
+        let rec = files[0].1[0]
+            .resp_header("Set-Cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("01 sets a cookie");
         self.cmp.cookies.get(rec).cloned().expect("alice logged in in step 01")
     }
 
@@ -631,7 +807,12 @@ impl Replay {
         let mut delay = Duration::from_millis(20);
         loop {
             let Some(resp) = self.send(ex) else { return };
-            let waiting = resp.status == 200 && resp.json().ok().and_then(|v| v.get("result").and_then(Value::as_str).map(|r| r == "wait")).unwrap_or(false);
+            let waiting = resp.status == 200
+                && resp
+                    .json()
+                    .ok()
+                    .and_then(|v| v.get("result").and_then(Value::as_str).map(|r| r == "wait"))
+                    .unwrap_or(false);
             if !waiting || Instant::now() > deadline {
                 if waiting {
                     self.fail(ex, "bulk job still `wait` after 20 s");
@@ -651,7 +832,12 @@ impl Replay {
             return;
         }
         let (target, _, _) = self.cmp.translate(ex, &mut Vec::new());
-        let data_name = target.rsplit('/').next().unwrap_or_default().trim_end_matches(".rzip").to_owned();
+        let data_name = target
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(".rzip")
+            .to_owned();
         if ex.path.ends_with(".rzip") {
             let b = &resp.body;
             if b.len() < 30 || &b[..4] != b"PK\x03\x04" {
@@ -660,7 +846,13 @@ impl Replay {
             let name_len = u16::from_le_bytes([b[26], b[27]]) as usize;
             let name = String::from_utf8_lossy(&b[30..(30 + name_len).min(b.len())]).into_owned();
             if name != data_name {
-                self.fail(ex, format!("rzip: first entry is {name:?}, expected {data_name:?} (recording: {:?})", ex.notes));
+                self.fail(
+                    ex,
+                    format!(
+                        "rzip: first entry is {name:?}, expected {data_name:?} (recording: {:?})",
+                        ex.notes
+                    ),
+                );
             }
         } else if let Some(rec) = ex.sqlite.clone() {
             if let Err(e) = check_bulk_sqlite(&resp.body, &rec) {
@@ -691,14 +883,29 @@ fn check_bulk_sqlite(bytes: &[u8], rec: &Value) -> Result<(), Vec<String>> {
     }
     let describe = |c: &rusqlite::Connection| -> Result<BTreeMap<String, Vec<String>>, rusqlite::Error> {
         let mut m = BTreeMap::new();
-        let mut st = c.prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")?;
-        let items: Vec<(String, String, String)> = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_, _>>()?;
+        let mut st =
+            c.prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name")?;
+        let items: Vec<(String, String, String)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
         for (ty, name, tbl) in items {
-            let pragma = if ty == "table" { format!("PRAGMA table_info(\"{name}\")") } else { format!("PRAGMA index_info(\"{name}\")") };
+            let pragma = if ty == "table" {
+                format!("PRAGMA table_info(\"{name}\")")
+            } else {
+                format!("PRAGMA index_info(\"{name}\")")
+            };
             let mut p = c.prepare(&pragma)?;
             let cols: Vec<String> = if ty == "table" {
-                p.query_map([], |r| Ok(format!("{} {} default={:?} pk={}", r.get::<_, String>(1)?, r.get::<_, String>(2)?.to_ascii_uppercase(), r.get::<_, Option<String>>(4)?, r.get::<_, i64>(5)?)))?
-                    .collect::<Result<_, _>>()?
+                p.query_map([], |r| {
+                    Ok(format!(
+                        "{} {} default={:?} pk={}",
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?.to_ascii_uppercase(),
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?
+                    ))
+                })?
+                .collect::<Result<_, _>>()?
             } else {
                 let mut cols: Vec<String> = p.query_map([], |r| r.get::<_, String>(2))?.collect::<Result<_, _>>()?;
                 cols.insert(0, format!("on {tbl}"));
@@ -781,13 +988,22 @@ fn check_bulk_sqlite(bytes: &[u8], rec: &Value) -> Result<(), Vec<String>> {
 /// of it touches 31–33, the objects step 22 itself works on.
 fn unrecorded_carol_and_erin(server: &TestServer) -> Result<(), String> {
     let b = server.server.backend();
-    let new = Obj::from_pairs([("name", "Carol phone"), ("brand", "Acme"), ("price", "9.99"), ("quantity", "3"), ("sku", "SKU-NEW-3")]);
-    b.insert("Product", None, "1002", new).map_err(|e| format!("insert 1002: {e:?}"))?;
+    let new = Obj::from_pairs([
+        ("name", "Carol phone"),
+        ("brand", "Acme"),
+        ("price", "9.99"),
+        ("quantity", "3"),
+        ("sku", "SKU-NEW-3"),
+    ]);
+    b.insert("Product", None, "1002", new)
+        .map_err(|e| format!("insert 1002: {e:?}"))?;
     for id in ["22", "23"] {
-        b.update("Product", None, id, Obj::from_pairs([("quantity", "1")])).map_err(|e| format!("update {id}: {e:?}"))?;
+        b.update("Product", None, id, Obj::from_pairs([("quantity", "1")]))
+            .map_err(|e| format!("update {id}: {e:?}"))?;
     }
     for id in ["24", "25"] {
-        b.delete("Product", None, id).map_err(|e| format!("delete {id}: {e:?}"))?;
+        b.delete("Product", None, id)
+            .map_err(|e| format!("delete {id}: {e:?}"))?;
     }
     Ok(())
 }
@@ -799,7 +1015,14 @@ fn transcripts_replay_in_order_against_one_server() {
     cfg.test_routes = true;
     let server = TestServer::with_config(cfg);
     let http = server.http();
-    let mut r = Replay { server, http, cmp: Comparator::default(), failures: Vec::new(), pages: HashMap::new(), replayed: 0 };
+    let mut r = Replay {
+        server,
+        http,
+        cmp: Comparator::default(),
+        failures: Vec::new(),
+        pages: HashMap::new(),
+        replayed: 0,
+    };
 
     for (file, exchanges) in &files {
         let step = &file[..2];
@@ -814,17 +1037,24 @@ fn transcripts_replay_in_order_against_one_server() {
                 let cookie = r.alice_cookie(&files);
                 for rec in UNRECORDED_FRESH_CLIENTS {
                     let resp = r.http.get("/application/clientcreate", &[("Cookie", cookie.as_str())]);
-                    match resp.ok().and_then(|x| x.json().ok()).and_then(|v| v.pointer("/client/client_id").and_then(Value::as_str).map(str::to_owned)) {
+                    match resp.ok().and_then(|x| x.json().ok()).and_then(|v| {
+                        v.pointer("/client/client_id")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    }) {
                         Some(id) => {
                             r.cmp.clients.insert(rec.to_owned(), id);
                         }
-                        None => r.failures.push(format!("{file}: unrecorded clientcreate for fresh client {rec} failed")),
+                        None => r
+                            .failures
+                            .push(format!("{file}: unrecorded clientcreate for fresh client {rec} failed")),
                     }
                 }
             }
             "22" => {
                 if let Err(e) = unrecorded_carol_and_erin(&r.server) {
-                    r.failures.push(format!("{file}: reproducing the unrecorded carol/erin changes: {e}"));
+                    r.failures
+                        .push(format!("{file}: reproducing the unrecorded carol/erin changes: {e}"));
                 }
             }
             _ => {}
@@ -849,9 +1079,17 @@ fn transcripts_replay_in_order_against_one_server() {
                             let msg = format!("resend: token {:?}, page 2 (06) had {:?}", b.token, a.token);
                             r.fail(ex, msg);
                         }
-                        let (ia, ib): (BTreeSet<String>, BTreeSet<String>) = (a.ids("insert").into_iter().collect(), b.ids("insert").into_iter().collect());
+                        let (ia, ib): (BTreeSet<String>, BTreeSet<String>) = (
+                            a.ids("insert").into_iter().collect(),
+                            b.ids("insert").into_iter().collect(),
+                        );
                         if ia != ib {
-                            let msg = format!("resend: ids differ from page 2 (06): {} in common of {}/{}", ia.intersection(&ib).count(), ia.len(), ib.len());
+                            let msg = format!(
+                                "resend: ids differ from page 2 (06): {} in common of {}/{}",
+                                ia.intersection(&ib).count(),
+                                ia.len(),
+                                ib.len()
+                            );
                             r.fail(ex, msg);
                         }
                     }
@@ -862,7 +1100,11 @@ fn transcripts_replay_in_order_against_one_server() {
                 if let (Some(p2), Some(p3)) = (r.page_ids("06", 0), r.page_ids("08", 0)) {
                     let overlap: Vec<&String> = p2.intersection(&p3).collect();
                     if !overlap.is_empty() {
-                        let msg = format!("the new page repeats {} ids of the unacknowledged page 2 (recorded: 0), e.g. {:?}", overlap.len(), &overlap[..overlap.len().min(5)]);
+                        let msg = format!(
+                            "the new page repeats {} ids of the unacknowledged page 2 (recorded: 0), e.g. {:?}",
+                            overlap.len(),
+                            &overlap[..overlap.len().min(5)]
+                        );
                         r.fail(&exchanges[0], msg);
                     }
                 }
@@ -870,13 +1112,24 @@ fn transcripts_replay_in_order_against_one_server() {
             "09" => {
                 // Every Product id was delivered once over 05–09, counting the unacked page 2.
                 let mut all = BTreeSet::new();
-                for key in [("05", 0), ("06", 0), ("08", 0), ("09", 0), ("09", 1), ("09", 2), ("09", 3)] {
+                for key in [
+                    ("05", 0),
+                    ("06", 0),
+                    ("08", 0),
+                    ("09", 0),
+                    ("09", 1),
+                    ("09", 2),
+                    ("09", 3),
+                ] {
                     all.extend(r.page_ids(key.0, key.1).unwrap_or_default());
                 }
                 let expected: BTreeSet<String> = (1..=300).map(|n: u32| n.to_string()).collect();
                 if all != expected {
                     let missing: Vec<&String> = expected.difference(&all).take(10).collect();
-                    let msg = format!("ids delivered over 05-09: {} distinct (recorded: 300 of 300); missing e.g. {missing:?}", all.len());
+                    let msg = format!(
+                        "ids delivered over 05-09: {} distinct (recorded: 300 of 300); missing e.g. {missing:?}",
+                        all.len()
+                    );
                     r.fail(exchanges.last().expect("09 has exchanges"), msg);
                 }
             }
@@ -885,7 +1138,11 @@ fn transcripts_replay_in_order_against_one_server() {
     }
 
     let total: usize = files.iter().map(|(_, e)| e.len()).sum();
-    eprintln!("conformance: {} of {total} recorded exchanges replayed and compared, {} mismatches", r.replayed, r.failures.len());
+    eprintln!(
+        "conformance: {} of {total} recorded exchanges replayed and compared, {} mismatches",
+        r.replayed,
+        r.failures.len()
+    );
     assert!(
         r.failures.is_empty(),
         "{} mismatches against the recorded RhoConnect 7.8 transcripts:\n  {}",
@@ -899,7 +1156,10 @@ fn transcripts_replay_in_order_against_one_server() {
 /// against rejecting the ground truth.
 #[test]
 fn comparator_accepts_every_recorded_answer() {
-    let mut cmp = Comparator { self_check: true, ..Comparator::default() };
+    let mut cmp = Comparator {
+        self_check: true,
+        ..Comparator::default()
+    };
     let mut problems = Vec::new();
     for (_, exchanges) in load_all() {
         for ex in exchanges {
@@ -908,5 +1168,9 @@ fn comparator_accepts_every_recorded_answer() {
             }
         }
     }
-    assert!(problems.is_empty(), "the comparator rejects recorded answers:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "the comparator rejects recorded answers:\n  {}",
+        problems.join("\n  ")
+    );
 }

@@ -104,7 +104,12 @@ impl TestServer {
     /// The backend's current objects of `source` (`user`: `None` for the app partition) as a
     /// [`Store`].
     pub fn backend_store(&self, source: &str, user: Option<&str>) -> Store {
-        store_of(self.server.backend().objects(source, user).expect("the backend lists the source"))
+        store_of(
+            self.server
+                .backend()
+                .objects(source, user)
+                .expect("the backend lists the source"),
+        )
     }
 }
 
@@ -122,12 +127,19 @@ pub struct Response {
 impl Response {
     /// The first header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every header named `name` (case-insensitive), in order.
     pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// The body as text (lossy UTF-8).
@@ -140,7 +152,8 @@ impl Response {
     /// # Errors
     /// The body is not JSON.
     pub fn json(&self) -> Result<Value> {
-        serde_json::from_slice(&self.body).map_err(|e| Error::Protocol(format!("body is not JSON ({e}): {}", cut(&self.text(), 300))))
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Error::Protocol(format!("body is not JSON ({e}): {}", cut(&self.text(), 300))))
     }
 
     /// The `name=value` part of the `rhoconnect_session` cookie set by this answer, if any.
@@ -157,7 +170,11 @@ impl Response {
         if self.status == status {
             Ok(self)
         } else {
-            Err(Error::Status { what: what.to_owned(), status: self.status, body: cut(&self.text(), 500) })
+            Err(Error::Status {
+                what: what.to_owned(),
+                status: self.status,
+                body: cut(&self.text(), 500),
+            })
         }
     }
 }
@@ -206,7 +223,10 @@ impl Http {
             .timeout_connect(Some(Duration::from_secs(5)))
             .build()
             .new_agent();
-        Self { agent, base: base.trim_end_matches('/').to_owned() }
+        Self {
+            agent,
+            base: base.trim_end_matches('/').to_owned(),
+        }
     }
 
     /// The base URL.
@@ -221,24 +241,47 @@ impl Http {
     ///
     /// # Errors
     /// [`Error::Transport`] when no complete answer was received.
-    pub fn send(&self, method: &str, path_and_query: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Result<Response> {
+    pub fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response> {
         let uri = format!("{}{}", self.base, encode_uri_text(path_and_query));
         let mut builder = ureq::http::Request::builder().method(method).uri(&uri);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
         let sent = match body {
-            None => builder.body(()).map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
-                .and_then(|req| self.agent.run(req).map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))),
-            Some(b) => builder.body(b.to_vec()).map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
-                .and_then(|req| self.agent.run(req).map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))),
+            None => builder
+                .body(())
+                .map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
+                .and_then(|req| {
+                    self.agent
+                        .run(req)
+                        .map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
+                }),
+            Some(b) => builder
+                .body(b.to_vec())
+                .map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
+                .and_then(|req| {
+                    self.agent
+                        .run(req)
+                        .map_err(|e| Error::Transport(format!("{method} {}: {e}", cut(&uri, 200))))
+                }),
         };
         let mut resp = sent?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let body = resp
             .body_mut()
@@ -273,7 +316,8 @@ impl Http {
 pub fn encode_uri_text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        let keep = matches!(b, b'!' | b'$'..=b';' | b'=' | b'?'..=b'~') && !matches!(b, b'\\' | b'^' | b'`' | b'{' | b'|' | b'}');
+        let keep = matches!(b, b'!' | b'$'..=b';' | b'=' | b'?'..=b'~')
+            && !matches!(b, b'\\' | b'^' | b'`' | b'{' | b'|' | b'}');
         if keep {
             out.push(b as char);
         } else {
@@ -310,7 +354,15 @@ pub struct Page {
     pub commands: serde_json::Map<String, Value>,
 }
 
-const META_KEYS: [&str; 7] = ["version", "token", "count", "progress_count", "total_count", "source", "refresh_time"];
+const META_KEYS: [&str; 7] = [
+    "version",
+    "token",
+    "count",
+    "progress_count",
+    "total_count",
+    "source",
+    "refresh_time",
+];
 
 impl Page {
     /// Parses a page array.
@@ -318,7 +370,9 @@ impl Page {
     /// # Errors
     /// The value is not an array of single-purpose objects.
     pub fn parse(v: &Value) -> Result<Page> {
-        let arr = v.as_array().ok_or_else(|| Error::Protocol(format!("page is not an array: {}", cut(&v.to_string(), 200))))?;
+        let arr = v
+            .as_array()
+            .ok_or_else(|| Error::Protocol(format!("page is not an array: {}", cut(&v.to_string(), 200))))?;
         let mut page = Page {
             element_keys: Vec::new(),
             version: None,
@@ -330,7 +384,9 @@ impl Page {
             commands: serde_json::Map::new(),
         };
         for el in arr {
-            let obj = el.as_object().ok_or_else(|| Error::Protocol(format!("page element is not an object: {el}")))?;
+            let obj = el
+                .as_object()
+                .ok_or_else(|| Error::Protocol(format!("page element is not an object: {el}")))?;
             let meta = obj.len() == 1 && obj.keys().all(|k| META_KEYS.contains(&k.as_str()));
             if meta {
                 let (k, val) = obj.iter().next().expect("one key");
@@ -347,7 +403,11 @@ impl Page {
             } else {
                 let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
                 keys.sort_unstable();
-                page.element_keys.push(if keys.is_empty() { "{}".to_owned() } else { keys.join("+") });
+                page.element_keys.push(if keys.is_empty() {
+                    "{}".to_owned()
+                } else {
+                    keys.join("+")
+                });
                 for (k, val) in obj {
                     page.commands.insert(k.clone(), val.clone());
                 }
@@ -363,7 +423,11 @@ impl Page {
 
     /// Ids of command `key` (`insert`, `delete`, …), in page order.
     pub fn ids(&self, key: &str) -> Vec<String> {
-        self.commands.get(key).and_then(Value::as_object).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        self.commands
+            .get(key)
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Applies the page to `store` as a client must: deletes first (each listed attribute is
@@ -406,10 +470,14 @@ impl Page {
 }
 
 fn objects_of(v: &Value, what: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
-    let map = v.as_object().ok_or_else(|| Error::Protocol(format!("`{what}` is not an object")))?;
+    let map = v
+        .as_object()
+        .ok_or_else(|| Error::Protocol(format!("`{what}` is not an object")))?;
     map.iter()
         .map(|(id, attrs)| {
-            let attrs = attrs.as_object().ok_or_else(|| Error::Protocol(format!("`{what}` of {id} is not an object")))?;
+            let attrs = attrs
+                .as_object()
+                .ok_or_else(|| Error::Protocol(format!("`{what}` of {id} is not an object")))?;
             let attrs = attrs
                 .iter()
                 .map(|(k, val)| {
@@ -450,7 +518,12 @@ pub struct Client {
 impl Client {
     /// A client that is not logged in.
     pub fn new(http: Http) -> Self {
-        Self { http, cookie: None, client_id: None, app: "application".into() }
+        Self {
+            http,
+            cookie: None,
+            client_id: None,
+            app: "application".into(),
+        }
     }
 
     fn cookie_header(&self) -> Vec<(&str, &str)> {
@@ -458,7 +531,9 @@ impl Client {
     }
 
     fn client_id(&self) -> Result<&str> {
-        self.client_id.as_deref().ok_or_else(|| Error::Protocol("no client id: call client_create first".into()))
+        self.client_id
+            .as_deref()
+            .ok_or_else(|| Error::Protocol("no client id: call client_create first".into()))
     }
 
     /// Rhodes login: `POST /application/clientlogin` with a JSON body; keeps the session cookie.
@@ -467,8 +542,13 @@ impl Client {
     /// Not 200, or no `rhoconnect_session` cookie in the answer.
     pub fn login(&mut self, login: &str, password: &str) -> Result<()> {
         let body = serde_json::json!({"login": login, "password": password, "remember_me": 1});
-        let resp = self.http.post_json(&format!("/{}/clientlogin", self.app), &[], &body)?.expect_status(&format!("login {login}"), 200)?;
-        let cookie = resp.session_cookie().ok_or_else(|| Error::Protocol(format!("login {login}: no rhoconnect_session cookie")))?;
+        let resp = self
+            .http
+            .post_json(&format!("/{}/clientlogin", self.app), &[], &body)?
+            .expect_status(&format!("login {login}"), 200)?;
+        let cookie = resp
+            .session_cookie()
+            .ok_or_else(|| Error::Protocol(format!("login {login}: no rhoconnect_session cookie")))?;
         self.cookie = Some(cookie);
         Ok(())
     }
@@ -478,7 +558,10 @@ impl Client {
     /// # Errors
     /// Not 200, or no `client.client_id` in the answer.
     pub fn client_create(&mut self) -> Result<String> {
-        let resp = self.http.get(&format!("/{}/clientcreate", self.app), &self.cookie_header())?.expect_status("clientcreate", 200)?;
+        let resp = self
+            .http
+            .get(&format!("/{}/clientcreate", self.app), &self.cookie_header())?
+            .expect_status("clientcreate", 200)?;
         let v = resp.json()?;
         let id = v
             .pointer("/client/client_id")
@@ -513,7 +596,9 @@ impl Client {
     /// # Errors
     /// Not 200 or not a page.
     pub fn query(&self, source: &str, p_size: usize, token: Option<&str>) -> Result<Page> {
-        let resp = self.query_raw(source, p_size, token)?.expect_status(&format!("query {source}"), 200)?;
+        let resp = self
+            .query_raw(source, p_size, token)?
+            .expect_status(&format!("query {source}"), 200)?;
         Page::parse(&resp.json()?)
     }
 
@@ -537,7 +622,9 @@ impl Client {
             }
             token = Some(t.to_owned());
         }
-        Err(Error::Protocol(format!("sync {source}: no final page after {max_pages} pages")))
+        Err(Error::Protocol(format!(
+            "sync {source}: no final page after {max_pages} pages"
+        )))
     }
 
     /// `POST /application` with `{"source_name":..,"client_id":..}` plus `changes` (an object with
@@ -552,7 +639,9 @@ impl Client {
                 b.insert(k.clone(), v.clone());
             }
         }
-        self.http.post_json(&format!("/{}", self.app), &self.cookie_header(), &body)?.expect_status(&format!("push {source}"), 200)?;
+        self.http
+            .post_json(&format!("/{}", self.app), &self.cookie_header(), &body)?
+            .expect_status(&format!("push {source}"), 200)?;
         Ok(())
     }
 }
@@ -584,7 +673,11 @@ pub fn store_of(objects: Vec<(String, tidesync_server::Obj)>) -> Store {
 pub fn store_diff(expected: &Store, actual: &Store) -> String {
     let missing: Vec<&String> = expected.keys().filter(|k| !actual.contains_key(*k)).collect();
     let extra: Vec<&String> = actual.keys().filter(|k| !expected.contains_key(*k)).collect();
-    let differing: Vec<&String> = expected.iter().filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v)).map(|(k, _)| k).collect();
+    let differing: Vec<&String> = expected
+        .iter()
+        .filter(|(k, v)| actual.get(*k).is_some_and(|a| a != *v))
+        .map(|(k, _)| k)
+        .collect();
     format!(
         "expected {} objects, got {}; missing {} (e.g. {:?}), extra {} (e.g. {:?}), differing {} (e.g. {:?})",
         expected.len(),
@@ -594,6 +687,10 @@ pub fn store_diff(expected: &Store, actual: &Store) -> String {
         extra.len(),
         extra.iter().take(5).collect::<Vec<_>>(),
         differing.len(),
-        differing.iter().take(5).map(|k| (k, expected.get(*k), actual.get(*k))).collect::<Vec<_>>()
+        differing
+            .iter()
+            .take(5)
+            .map(|k| (k, expected.get(*k), actual.get(*k)))
+            .collect::<Vec<_>>()
     )
 }

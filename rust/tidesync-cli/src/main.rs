@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use tidesync_server::{App, DatasetSpec, FaultRule, Faults, Partition, ServerConfig, sqlite_backend};
 
 #[derive(Parser, Debug)]
-#[command(name = "tidesync", version, about = "TideSync: offline-first sync over the RhoConnect protocol")]
+#[command(
+    name = "tidesync",
+    version,
+    about = "TideSync: offline-first sync over the RhoConnect protocol"
+)]
 struct Cli {
     /// More logging (-v: info, -vv: debug, -vvv: trace). `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -107,7 +111,10 @@ fn serve(args: ServeArgs) -> Result<()> {
         let app = sqlite_backend::open_app(db, args.refresh_secs.map(Duration::from_secs))
             .with_context(|| format!("opening {}", db.display()))?;
         if app.sources.is_empty() {
-            eprintln!("tidesync: {} declares no source yet; add one with --source NAME[:user|:app]", db.display());
+            eprintln!(
+                "tidesync: {} declares no source yet; add one with --source NAME[:user|:app]",
+                db.display()
+            );
         }
         app
     } else if let Some(name) = &args.app {
@@ -117,13 +124,19 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
     } else {
         let spec = args.dataset.as_deref().unwrap_or("Product=300,Customer=120");
-        let specs = DatasetSpec::parse_list(spec).map_err(anyhow::Error::msg).context("--dataset")?;
+        let specs = DatasetSpec::parse_list(spec)
+            .map_err(anyhow::Error::msg)
+            .context("--dataset")?;
         App::generated(&specs, args.seed)
     };
     let rules: Vec<FaultRule> = args
         .faults
         .iter()
-        .map(|f| f.parse::<FaultRule>().map_err(anyhow::Error::msg).with_context(|| format!("--fault {f}")))
+        .map(|f| {
+            f.parse::<FaultRule>()
+                .map_err(anyhow::Error::msg)
+                .with_context(|| format!("--fault {f}"))
+        })
         .collect::<Result<_>>()?;
     let mut config = ServerConfig::new(app);
     config.addr = args.addr;

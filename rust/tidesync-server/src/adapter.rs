@@ -68,7 +68,9 @@ pub trait SourceAdapter: Send + Sync + 'static {
         let needles: Vec<(&str, String)> = params.iter().map(|(k, v)| (k.as_str(), v.to_lowercase())).collect();
         Ok(candidates
             .filter(|(_, obj)| {
-                needles.iter().all(|(k, needle)| obj.get(k).is_some_and(|v| v.to_lowercase().contains(needle.as_str())))
+                needles
+                    .iter()
+                    .all(|(k, needle)| obj.get(k).is_some_and(|v| v.to_lowercase().contains(needle.as_str())))
             })
             .map(|(id, _)| id.to_owned())
             .collect())

@@ -70,7 +70,10 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App").field("name", &self.name).field("sources", &self.sources).finish_non_exhaustive()
+        f.debug_struct("App")
+            .field("name", &self.name)
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
     }
 }
 
@@ -117,7 +120,12 @@ impl App {
                 let (shape, partition) = match (spec.name.as_str(), spec.attrs) {
                     ("Product", None) => (Shape::Product, Partition::App),
                     ("Customer", None) => (Shape::Customer, Partition::User),
-                    (_, attrs) => (Shape::Generic { attrs: attrs.unwrap_or(10) }, spec.partition.unwrap_or(Partition::App)),
+                    (_, attrs) => (
+                        Shape::Generic {
+                            attrs: attrs.unwrap_or(10),
+                        },
+                        spec.partition.unwrap_or(Partition::App),
+                    ),
                 };
                 let partition = spec.partition.unwrap_or(partition);
                 let adapter = GeneratedAdapter::new(&spec.name, shape, spec.count, seed, Refusals::names_only());
@@ -130,7 +138,10 @@ impl App {
                 }
             })
             .collect();
-        Self { sources, ..Self::transcripts() }
+        Self {
+            sources,
+            ..Self::transcripts()
+        }
     }
 
     /// The source named `name`, if declared.
@@ -158,20 +169,33 @@ impl DatasetSpec {
     /// # Errors
     /// A message naming the part that does not parse.
     pub fn parse_list(s: &str) -> Result<Vec<DatasetSpec>, String> {
-        s.split(',').filter(|p| !p.trim().is_empty()).map(|p| Self::parse(p.trim())).collect()
+        s.split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| Self::parse(p.trim()))
+            .collect()
     }
 
     fn parse(part: &str) -> Result<DatasetSpec, String> {
-        let (name, rest) = part.split_once('=').ok_or_else(|| format!("`{part}`: expected NAME=COUNT"))?;
+        let (name, rest) = part
+            .split_once('=')
+            .ok_or_else(|| format!("`{part}`: expected NAME=COUNT"))?;
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!("`{part}`: source names are letters, digits and `_`"));
         }
         let (count, attrs) = match rest.split_once('x') {
-            Some((c, a)) => (c, Some(a.parse::<usize>().map_err(|e| format!("`{part}`: attributes: {e}"))?)),
+            Some((c, a)) => (
+                c,
+                Some(a.parse::<usize>().map_err(|e| format!("`{part}`: attributes: {e}"))?),
+            ),
             None => (rest, None),
         };
         let count = count.parse::<u64>().map_err(|e| format!("`{part}`: count: {e}"))?;
-        Ok(DatasetSpec { name: name.to_owned(), count, attrs, partition: None })
+        Ok(DatasetSpec {
+            name: name.to_owned(),
+            count,
+            attrs,
+            partition: None,
+        })
     }
 }
 
@@ -183,7 +207,15 @@ mod tests {
     fn dataset_specs_parse() {
         let specs = DatasetSpec::parse_list("Product=300,Customer=120,Item=100000x10").expect("parses");
         assert_eq!(specs.len(), 3);
-        assert_eq!(specs[2], DatasetSpec { name: "Item".into(), count: 100_000, attrs: Some(10), partition: None });
+        assert_eq!(
+            specs[2],
+            DatasetSpec {
+                name: "Item".into(),
+                count: 100_000,
+                attrs: Some(10),
+                partition: None
+            }
+        );
         assert!(DatasetSpec::parse_list("Product").is_err());
         assert!(DatasetSpec::parse_list("Pro duct=1").is_err());
         assert!(DatasetSpec::parse_list("P=1xq").is_err());

@@ -60,7 +60,11 @@ impl Backend {
         Self { state }
     }
 
-    fn md(&self, source: &str, user: Option<&str>) -> Result<Arc<parking_lot::RwLock<crate::md::MasterDoc>>, BackendError> {
+    fn md(
+        &self,
+        source: &str,
+        user: Option<&str>,
+    ) -> Result<Arc<parking_lot::RwLock<crate::md::MasterDoc>>, BackendError> {
         Ok(self.md_def(source, user)?.0)
     }
 
@@ -69,8 +73,19 @@ impl Backend {
         &self,
         source: &str,
         user: Option<&str>,
-    ) -> Result<(Arc<parking_lot::RwLock<crate::md::MasterDoc>>, crate::app::SourceDef, String), BackendError> {
-        let def = self.state.app().source(source).ok_or_else(|| BackendError::UnknownSource(source.to_owned()))?;
+    ) -> Result<
+        (
+            Arc<parking_lot::RwLock<crate::md::MasterDoc>>,
+            crate::app::SourceDef,
+            String,
+        ),
+        BackendError,
+    > {
+        let def = self
+            .state
+            .app()
+            .source(source)
+            .ok_or_else(|| BackendError::UnknownSource(source.to_owned()))?;
         let user = match (def.partition, user) {
             (Partition::App, None) => "",
             (Partition::User, Some(u)) => u,
@@ -148,7 +163,10 @@ impl Backend {
     pub fn update(&self, source: &str, user: Option<&str>, id: &str, changes: Obj) -> Result<(), BackendError> {
         let (md, def, user) = self.md_def(source, user)?;
         let mut md = md.write();
-        let current = md.get(id).cloned().ok_or_else(|| BackendError::NoSuchObject(id.to_owned()))?;
+        let current = md
+            .get(id)
+            .cloned()
+            .ok_or_else(|| BackendError::NoSuchObject(id.to_owned()))?;
         let new = current.merged(&changes);
         Self::persist(&def, &user, id, Some(&new))?;
         md.put(id, Arc::new(new));

@@ -108,10 +108,7 @@ fn remove_if_exists(path: &Path) -> std::io::Result<()> {
 ///
 /// # Errors
 /// SQLite or the file system failed, or a source lists the same object id twice.
-pub(crate) fn write_bulk_file(
-    path: &Path,
-    sources: &[BulkSource],
-) -> Result<BulkFileStats, BulkError> {
+pub(crate) fn write_bulk_file(path: &Path, sources: &[BulkSource]) -> Result<BulkFileStats, BulkError> {
     let tmp = tmp_path(path);
     let result = build_into(&tmp, sources).and_then(|stats| {
         std::fs::rename(&tmp, path)?;
@@ -154,9 +151,8 @@ fn fill(conn: &mut Connection, sources: &[BulkSource]) -> Result<BulkFileStats, 
         rows: 0,
     };
     {
-        let mut insert_value = tx.prepare_cached(
-            "INSERT INTO object_values (source_id, attrib, object, value) VALUES (?1, ?2, ?3, ?4)",
-        )?;
+        let mut insert_value =
+            tx.prepare_cached("INSERT INTO object_values (source_id, attrib, object, value) VALUES (?1, ?2, ?3, ?4)")?;
         let mut insert_source = tx.prepare_cached(
             "INSERT INTO sources (source_id, name, sync_priority, partition, sync_type, source_attribs, \
              last_inserted_size, backend_refresh_time) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -217,12 +213,7 @@ fn source_attribs(counts: &BTreeMap<&str, u64>) -> String {
 pub(crate) fn write_rzip(data: &Path, rzip: &Path) -> Result<(), BulkError> {
     let name = data
         .file_name()
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "bulk data path has no file name",
-            )
-        })?
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "bulk data path has no file name"))?
         .to_string_lossy()
         .into_owned();
     let mut src = File::open(data)?;
@@ -256,9 +247,10 @@ fn parse_num(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(s.bytes().fold(0_u64, |n, b| {
-        n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
-    }))
+    Some(
+        s.bytes()
+            .fold(0_u64, |n, b| n.saturating_mul(10).saturating_add(u64::from(b - b'0'))),
+    )
 }
 
 /// Parses an HTTP `Range` header value for a resource of `len` bytes. Supports one range:
@@ -339,12 +331,7 @@ mod tests {
             .collect()
     }
 
-    fn source(
-        name: &str,
-        partition: Partition,
-        selected: bool,
-        objects: Vec<(Arc<str>, ObjRef)>,
-    ) -> BulkSource {
+    fn source(name: &str, partition: Partition, selected: bool, objects: Vec<(Arc<str>, ObjRef)>) -> BulkSource {
         BulkSource {
             name: name.into(),
             partition,
@@ -390,11 +377,7 @@ mod tests {
     fn app_partition_file_matches_transcript_18() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("application_1795512272.data");
-        let stats = write_bulk_file(
-            &path,
-            &[source("Product", Partition::App, true, products(300))],
-        )
-        .expect("write");
+        let stats = write_bulk_file(&path, &[source("Product", Partition::App, true, products(300))]).expect("write");
         assert_eq!(
             stats,
             BulkFileStats {
@@ -427,9 +410,7 @@ mod tests {
         assert_eq!(count(&conn, "sources"), 1);
         assert_eq!(
             source_rows(&conn),
-            [
-                "1|Product|app|incremental|brand,300,name,300,price,300,quantity,300,sku,300|300|1795512272"
-            ]
+            ["1|Product|app|incremental|brand,300,name,300,price,300,quantity,300,sku,300|300|1795512272"]
         );
         let (nulls, priority): (i64, i64) = conn
             .query_row(
@@ -443,9 +424,7 @@ mod tests {
 
         // Rows in object then attribute order, as the recorded sample.
         let mut stmt = conn
-            .prepare(
-                "SELECT source_id, attrib, object, value FROM object_values ORDER BY rowid LIMIT 6",
-            )
+            .prepare("SELECT source_id, attrib, object, value FROM object_values ORDER BY rowid LIMIT 6")
             .expect("p");
         let sample: Vec<(i64, String, String, String)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
@@ -453,20 +432,10 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("rows");
         let attribs: Vec<&str> = sample.iter().map(|r| r.1.as_str()).collect();
-        assert_eq!(
-            attribs,
-            ["name", "brand", "price", "quantity", "sku", "name"]
-        );
-        assert_eq!(
-            sample[0],
-            (1, "name".into(), "1".into(), "Product 1".into())
-        );
+        assert_eq!(attribs, ["name", "brand", "price", "quantity", "sku", "name"]);
+        assert_eq!(sample[0], (1, "name".into(), "1".into(), "Product 1".into()));
         let distinct: i64 = conn
-            .query_row(
-                "SELECT count(DISTINCT object) FROM object_values",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(DISTINCT object) FROM object_values", [], |r| r.get(0))
             .expect("distinct");
         assert_eq!(distinct, 300);
     }
@@ -516,11 +485,9 @@ mod tests {
             ]
         );
         let per_source: i64 = conn
-            .query_row(
-                "SELECT count(*) FROM object_values WHERE source_id = 2",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM object_values WHERE source_id = 2", [], |r| {
+                r.get(0)
+            })
             .expect("q");
         assert_eq!(per_source, 0);
         assert_eq!(count(&conn, "object_values"), 480);
@@ -533,15 +500,11 @@ mod tests {
         std::fs::write(&path, b"not a database").expect("seed");
         std::fs::write(tmp_path(&path), b"stale tmp").expect("seed tmp");
         let objects: Vec<(Arc<str>, ObjRef)> = vec![
-            (
-                Arc::from("a"),
-                Arc::new(Obj::from_pairs([("z", "1"), ("b", "2")])),
-            ),
+            (Arc::from("a"), Arc::new(Obj::from_pairs([("z", "1"), ("b", "2")]))),
             (Arc::from("b"), Arc::new(Obj::from_pairs([("b", "3")]))),
             (Arc::from("c"), Arc::new(Obj::new())),
         ];
-        let stats =
-            write_bulk_file(&path, &[source("S", Partition::App, true, objects)]).expect("write");
+        let stats = write_bulk_file(&path, &[source("S", Partition::App, true, objects)]).expect("write");
         assert_eq!(
             stats,
             BulkFileStats {
@@ -551,10 +514,7 @@ mod tests {
             }
         );
         let conn = Connection::open(&path).expect("open");
-        assert_eq!(
-            source_rows(&conn),
-            ["1|S|app|incremental|b,2,z,1|3|1795512272"]
-        );
+        assert_eq!(source_rows(&conn), ["1|S|app|incremental|b,2,z,1|3|1795512272"]);
     }
 
     #[test]
@@ -563,8 +523,7 @@ mod tests {
         let path = dir.path().join("d.data");
         let mut objects = products(2);
         objects.push(objects[0].clone());
-        let err =
-            write_bulk_file(&path, &[source("P", Partition::App, true, objects)]).expect_err("dup");
+        let err = write_bulk_file(&path, &[source("P", Partition::App, true, objects)]).expect_err("dup");
         assert!(matches!(err, BulkError::Sql(_)), "{err}");
         assert!(!path.exists());
         assert!(!tmp_path(&path).exists());
@@ -574,11 +533,7 @@ mod tests {
     fn rzip_holds_one_entry_identical_to_the_data_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("application_1795512272.data");
-        write_bulk_file(
-            &data,
-            &[source("Product", Partition::App, true, products(300))],
-        )
-        .expect("write");
+        write_bulk_file(&data, &[source("Product", Partition::App, true, products(300))]).expect("write");
         let rzip = dir.path().join("application_1795512272.data.rzip");
         write_rzip(&data, &rzip).expect("zip");
         assert!(!tmp_path(&rzip).exists());
@@ -597,11 +552,7 @@ mod tests {
     #[test]
     fn rzip_of_missing_file_fails() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let err = write_rzip(
-            &dir.path().join("none.data"),
-            &dir.path().join("none.data.rzip"),
-        )
-        .expect_err("missing");
+        let err = write_rzip(&dir.path().join("none.data"), &dir.path().join("none.data.rzip")).expect_err("missing");
         assert!(matches!(err, BulkError::Io(_)), "{err}");
         assert!(!dir.path().join("none.data.rzip").exists());
     }
@@ -673,11 +624,8 @@ mod tests {
         std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| {
-                s.lines().find_map(|l| {
-                    l.strip_prefix(field)?
-                        .strip_prefix(':')
-                        .map(|v| v.trim().to_owned())
-                })
+                s.lines()
+                    .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_owned()))
             })
             .unwrap_or_else(|| "?".into())
     }
@@ -693,9 +641,7 @@ mod tests {
             .unwrap_or(100_000);
         let objects: Vec<(Arc<str>, ObjRef)> = (0..n)
             .map(|i| {
-                let obj = Obj::from_pairs(
-                    (0..10).map(|a| (format!("attr{a}"), format!("value {i} {a}"))),
-                );
+                let obj = Obj::from_pairs((0..10).map(|a| (format!("attr{a}"), format!("value {i} {a}"))));
                 (Arc::from(i.to_string()), Arc::new(obj))
             })
             .collect();
@@ -710,9 +656,7 @@ mod tests {
         write_rzip(&path, &dir.path().join("big.data.rzip")).expect("zip");
         let zipped = t.elapsed();
         let size = std::fs::metadata(&path).expect("meta").len();
-        let zsize = std::fs::metadata(dir.path().join("big.data.rzip"))
-            .expect("meta")
-            .len();
+        let zsize = std::fs::metadata(dir.path().join("big.data.rzip")).expect("meta").len();
         println!(
             "bulk {n} objects x 10: {} rows, build {built:?}, {size} bytes; rzip {zipped:?}, {zsize} bytes; \
              RSS with input {rss_input}, peak {}",

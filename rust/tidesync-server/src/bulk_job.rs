@@ -20,13 +20,16 @@ use crate::state::{ClientError, State};
 
 type BulkKey = (Partition, String, Vec<String>);
 
+/// A selected source as written: name, objects, master-document sequence number.
+type Snapshot = (String, Vec<(Arc<str>, ObjRef)>, u64);
+
 /// A finished job.
 #[derive(Debug)]
 struct Done {
     url: String,
     built: Instant,
     /// Per selected source: its objects as written and the master document's sequence number.
-    snapshots: Vec<(String, Vec<(Arc<str>, ObjRef)>, u64)>,
+    snapshots: Vec<Snapshot>,
 }
 
 #[derive(Debug)]
@@ -64,7 +67,13 @@ impl BulkAnswer {
 
 impl State {
     fn partition_sources(&self, partition: Partition, user: &str) -> Vec<SourceDef> {
-        let mut defs: Vec<SourceDef> = self.app().sources.iter().filter(|s| s.partition == partition).cloned().collect();
+        let mut defs: Vec<SourceDef> = self
+            .app()
+            .sources
+            .iter()
+            .filter(|s| s.partition == partition)
+            .cloned()
+            .collect();
         if partition == Partition::User {
             defs.extend(self.dynamic_sources(user));
         }
@@ -80,13 +89,22 @@ impl State {
         sources: Option<&str>,
     ) -> Result<BulkAnswer, ClientError> {
         let client = self.client(user, client_id)?;
-        let partition = if partition == "user" { Partition::User } else { Partition::App };
+        let partition = if partition == "user" {
+            Partition::User
+        } else {
+            Partition::App
+        };
         let defs = self.partition_sources(partition, user);
         if defs.is_empty() {
             return Ok(BulkAnswer::Nop);
         }
-        let wanted: Option<Vec<String>> =
-            sources.map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect());
+        let wanted: Option<Vec<String>> = sources.map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        });
         let mut selected: Vec<String> = defs
             .iter()
             .filter(|d| wanted.as_ref().is_none_or(|w| w.contains(&d.name)))
@@ -107,11 +125,13 @@ impl State {
                     jobs.insert(key.clone(), Job::Running);
                     let state = self.clone();
                     let user = user.to_owned();
-                    let spawned = std::thread::Builder::new().name("tidesync-bulk-job".into()).spawn(move || {
-                        std::thread::sleep(state.app().bulk_job_delay);
-                        let done = state.build_bulk(partition, &user, &defs, &selected);
-                        state.bulk.jobs.lock().insert(key, Job::Done(Arc::new(done)));
-                    });
+                    let spawned = std::thread::Builder::new()
+                        .name("tidesync-bulk-job".into())
+                        .spawn(move || {
+                            std::thread::sleep(state.app().bulk_job_delay);
+                            let done = state.build_bulk(partition, &user, &defs, &selected);
+                            state.bulk.jobs.lock().insert(key, Job::Done(Arc::new(done)));
+                        });
                     if let Err(e) = spawned {
                         log::error!("bulk job thread: {e}");
                     }
@@ -131,7 +151,10 @@ impl State {
     }
 
     fn build_bulk(&self, partition: Partition, user: &str, defs: &[SourceDef], selected: &[String]) -> Done {
-        let ts = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let app = self.app().name.clone();
         let (rel_dir, base) = match partition {
             Partition::App => (PathBuf::from(&app), format!("{app}_{ts}")),
@@ -177,9 +200,17 @@ impl State {
         if failed || result.is_err() {
             let _ = std::fs::remove_file(&data);
             let _ = std::fs::remove_file(&rzip);
-            return Done { url: String::new(), built: Instant::now(), snapshots };
+            return Done {
+                url: String::new(),
+                built: Instant::now(),
+                snapshots,
+            };
         }
         let url = format!("/data/{}/{base}.data", rel_dir.to_string_lossy().replace('\\', "/"));
-        Done { url, built: Instant::now(), snapshots }
+        Done {
+            url,
+            built: Instant::now(),
+            snapshots,
+        }
     }
 }

@@ -42,7 +42,12 @@ pub(crate) fn issue(secret: &[u8], app_name: &str, session: &Session) -> String 
         "app_name": app_name,
     });
     let data = STANDARD.encode(payload.to_string());
-    let sig: String = mac(secret, &data).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let sig: String = mac(secret, &data)
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!("{}--{sig}", utf8_percent_encode(&data, ESCAPE))
 }
 
@@ -53,8 +58,9 @@ pub(crate) fn verify(secret: &[u8], value: &str) -> Option<Session> {
     if sig.len() != 40 {
         return None;
     }
-    let sig_bytes: Vec<u8> =
-        (0..20).map(|i| u8::from_str_radix(sig.get(2 * i..2 * i + 2)?, 16).ok()).collect::<Option<Vec<u8>>>()?;
+    let sig_bytes: Vec<u8> = (0..20)
+        .map(|i| u8::from_str_radix(sig.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
     mac(secret, data).verify_slice(&sig_bytes).ok()?;
     let json = STANDARD.decode(data).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
@@ -66,13 +72,19 @@ pub(crate) fn verify(secret: &[u8], value: &str) -> Option<Session> {
 
 /// Finds our cookie's value in a `Cookie` request header.
 pub(crate) fn from_header(header: &str) -> Option<&str> {
-    header.split(';').map(str::trim).find_map(|kv| kv.strip_prefix(NAME)?.strip_prefix('='))
+    header
+        .split(';')
+        .map(str::trim)
+        .find_map(|kv| kv.strip_prefix(NAME)?.strip_prefix('='))
 }
 
 /// The `Set-Cookie` header value for `value`, expiring in one year.
 pub(crate) fn set_cookie(value: &str) -> String {
     let expires = std::time::SystemTime::now() + std::time::Duration::from_secs(31_536_000);
-    format!("{NAME}={value}; path=/; expires={}; HttpOnly", httpdate::fmt_http_date(expires))
+    format!(
+        "{NAME}={value}; path=/; expires={}; HttpOnly",
+        httpdate::fmt_http_date(expires)
+    )
 }
 
 #[cfg(test)]
@@ -81,7 +93,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn alice() -> Session {
-        Session { session_id: "abc".into(), login: Some("alice".into()) }
+        Session {
+            session_id: "abc".into(),
+            login: Some("alice".into()),
+        }
     }
 
     #[test]

@@ -78,9 +78,17 @@ impl State {
     pub fn push(&self, user: &str, client_id: &str, source: &str, body: PushBody) {
         let queues = self.cud.sources.lock().entry(source.to_owned()).or_default().clone();
         let mut q = queues.lock();
-        for (op, objects) in [(Op::Create, body.create), (Op::Update, body.update), (Op::Delete, body.delete)] {
+        for (op, objects) in [
+            (Op::Create, body.create),
+            (Op::Update, body.update),
+            (Op::Delete, body.delete),
+        ] {
             if !objects.is_empty() {
-                q.get(op).push_back(Entry { client_id: client_id.to_owned(), user: user.to_owned(), objects });
+                q.get(op).push_back(Entry {
+                    client_id: client_id.to_owned(),
+                    user: user.to_owned(),
+                    objects,
+                });
             }
         }
         for op in [Op::Create, Op::Update, Op::Delete] {
@@ -138,7 +146,9 @@ impl State {
                         None => Err(crate::adapter::AdapterError(format!("Object '{key}' does not exist"))),
                         Some(current) => {
                             let current = current.clone();
-                            def.adapter.update(&entry.user, &key, &current, &obj).map(|()| current.merged(&obj))
+                            def.adapter
+                                .update(&entry.user, &key, &current, &obj)
+                                .map(|()| current.merged(&obj))
                         }
                     };
                     match result {
@@ -189,7 +199,11 @@ impl State {
             };
             if failed.is_some() {
                 let rest: Vec<(String, Obj)> = objects.collect();
-                return (!rest.is_empty()).then(|| Entry { client_id: entry.client_id, user: entry.user, objects: rest });
+                return (!rest.is_empty()).then_some(Entry {
+                    client_id: entry.client_id,
+                    user: entry.user,
+                    objects: rest,
+                });
             }
         }
         None

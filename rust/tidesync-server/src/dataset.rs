@@ -45,13 +45,20 @@ impl Refusals {
 
     /// The rules without the fixed delete refusal, for generated data sets.
     pub fn names_only() -> Self {
-        Self { delete_ids: Vec::new(), ..Self::transcripts() }
+        Self {
+            delete_ids: Vec::new(),
+            ..Self::transcripts()
+        }
     }
 }
 
 const BRANDS: [&str; 8] = ["Apple", "Samsung", "Motorola", "Nokia", "LG", "Sony", "HTC", "Google"];
-const FIRST: [&str; 10] = ["John", "Mary", "James", "Linda", "Paul", "Susan", "Mark", "Karen", "David", "Nancy"];
-const LAST: [&str; 10] = ["Smith", "Thomas", "Brown", "Jones", "Wilson", "Taylor", "Evans", "Clark", "Lewis", "Walker"];
+const FIRST: [&str; 10] = [
+    "John", "Mary", "James", "Linda", "Paul", "Susan", "Mark", "Karen", "David", "Nancy",
+];
+const LAST: [&str; 10] = [
+    "Smith", "Thomas", "Brown", "Jones", "Wilson", "Taylor", "Evans", "Clark", "Lewis", "Walker",
+];
 const CITY: [&str; 10] = [
     "Seattle", "Austin", "Chicago", "Miami", "Boston", "Portland", "Denver", "Atlanta", "Phoenix", "Dallas",
 ];
@@ -174,7 +181,12 @@ mod tests {
         let c = generate(&Shape::Customer, 86, 0);
         assert_eq!(
             c,
-            Obj::from_pairs([("first", "Mark"), ("last", "Evans"), ("city", "Denver"), ("phone", "555-0086")])
+            Obj::from_pairs([
+                ("first", "Mark"),
+                ("last", "Evans"),
+                ("city", "Denver"),
+                ("phone", "555-0086")
+            ])
         );
         let c = generate(&Shape::Customer, 31, 0);
         assert_eq!(c.get("first"), Some("Mary"));
@@ -192,11 +204,21 @@ mod tests {
     #[test]
     fn transcript_refusals_use_the_recorded_messages() {
         let a = GeneratedAdapter::new("Product", Shape::Product, 300, 0, Refusals::transcripts());
-        let err = a.create("alice", &Obj::from_pairs([("name", "error")])).expect_err("refused");
+        let err = a
+            .create("alice", &Obj::from_pairs([("name", "error")]))
+            .expect_err("refused");
         assert_eq!(err.0, "Product name 'error' is not allowed");
-        assert_eq!(a.create("alice", &Obj::from_pairs([("name", "ok")])), Ok(Some("1001".into())));
-        let err = a.update("alice", "20", &Obj::new(), &Obj::from_pairs([("name", "conflict")])).expect_err("refused");
+        assert_eq!(
+            a.create("alice", &Obj::from_pairs([("name", "ok")])),
+            Ok(Some("1001".into()))
+        );
+        let err = a
+            .update("alice", "20", &Obj::new(), &Obj::from_pairs([("name", "conflict")]))
+            .expect_err("refused");
         assert_eq!(err.0, "Update conflict: name 'conflict' rejected");
-        assert_eq!(a.delete("alice", "13", &Obj::new()).expect_err("refused").0, "Product 13 cannot be deleted");
+        assert_eq!(
+            a.delete("alice", "13", &Obj::new()).expect_err("refused").0,
+            "Product 13 cannot be deleted"
+        );
     }
 }

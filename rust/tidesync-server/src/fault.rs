@@ -103,7 +103,8 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Names used on the command line.
-    pub const NAMES: &'static str = "latency=MS, http500, drop_mid_body, stall=MS, truncated_json, malformed_json, duplicate_page, apply_then_drop";
+    pub const NAMES: &'static str =
+        "latency=MS, http500, drop_mid_body, stall=MS, truncated_json, malformed_json, duplicate_page, apply_then_drop";
 }
 
 impl FromStr for FaultKind {
@@ -115,7 +116,9 @@ impl FromStr for FaultKind {
         };
         let ms = |arg: Option<&str>| -> Result<Duration, String> {
             let a = arg.ok_or_else(|| format!("`{name}` needs =MILLISECONDS"))?;
-            a.parse::<u64>().map(Duration::from_millis).map_err(|e| format!("`{s}`: {e}"))
+            a.parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| format!("`{s}`: {e}"))
         };
         Ok(match name {
             "latency" => FaultKind::Latency(ms(arg)?),
@@ -150,12 +153,24 @@ pub struct FaultRule {
 impl FaultRule {
     /// A rule that always fires on `route`.
     pub fn always(route: Route, kind: FaultKind) -> Self {
-        Self { route, kind, probability: 1.0, skip: 0, times: None }
+        Self {
+            route,
+            kind,
+            probability: 1.0,
+            skip: 0,
+            times: None,
+        }
     }
 
     /// Fires once, on the `(skip + 1)`-th matching request.
     pub fn once_after(route: Route, kind: FaultKind, skip: u32) -> Self {
-        Self { route, kind, probability: 1.0, skip, times: Some(1) }
+        Self {
+            route,
+            kind,
+            probability: 1.0,
+            skip,
+            times: Some(1),
+        }
     }
 }
 
@@ -164,7 +179,9 @@ impl FromStr for FaultRule {
     /// `ROUTE:FAULT[@PROBABILITY][+SKIP][xTIMES]`, e.g. `query:http500@0.3`, `push:apply_then_drop+2x1`,
     /// `any:latency=50`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (route, rest) = s.split_once(':').ok_or_else(|| format!("`{s}`: expected ROUTE:FAULT"))?;
+        let (route, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("`{s}`: expected ROUTE:FAULT"))?;
         let route: Route = route.parse()?;
         let (rest, times) = match rest.rsplit_once('x') {
             Some((r, t)) if !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()) => {
@@ -183,7 +200,13 @@ impl FromStr for FaultRule {
         if !(0.0..=1.0).contains(&probability) {
             return Err(format!("`{s}`: probability must be within 0..1"));
         }
-        Ok(FaultRule { route, kind: kind.parse()?, probability, skip, times })
+        Ok(FaultRule {
+            route,
+            kind: kind.parse()?,
+            probability,
+            skip,
+            times,
+        })
     }
 }
 
@@ -209,7 +232,9 @@ pub struct Faults {
 
 impl std::fmt::Debug for Faults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faults").field("rules", &self.inner.lock().rules.len()).finish()
+        f.debug_struct("Faults")
+            .field("rules", &self.inner.lock().rules.len())
+            .finish()
     }
 }
 
@@ -218,7 +243,14 @@ impl Faults {
     pub fn new(rules: Vec<FaultRule>, seed: u64) -> Self {
         Self {
             inner: Arc::new(Mutex::new(Inner {
-                rules: rules.into_iter().map(|rule| RuleState { rule, seen: 0, fired: 0 }).collect(),
+                rules: rules
+                    .into_iter()
+                    .map(|rule| RuleState {
+                        rule,
+                        seen: 0,
+                        fired: 0,
+                    })
+                    .collect(),
                 rng: StdRng::seed_from_u64(seed),
                 injected: 0,
             })),
@@ -234,7 +266,14 @@ impl Faults {
 
     /// Replaces the rules (counters restart; the RNG continues).
     pub fn set(&self, rules: Vec<FaultRule>) {
-        self.inner.lock().rules = rules.into_iter().map(|rule| RuleState { rule, seen: 0, fired: 0 }).collect();
+        self.inner.lock().rules = rules
+            .into_iter()
+            .map(|rule| RuleState {
+                rule,
+                seen: 0,
+                fired: 0,
+            })
+            .collect();
     }
 
     /// Removes every rule.
@@ -293,7 +332,16 @@ mod tests {
     #[test]
     fn rules_parse_from_the_command_line_form() {
         let r: FaultRule = "push:apply_then_drop+2x1".parse().expect("parses");
-        assert_eq!(r, FaultRule { route: Route::Push, kind: FaultKind::ApplyThenDrop, probability: 1.0, skip: 2, times: Some(1) });
+        assert_eq!(
+            r,
+            FaultRule {
+                route: Route::Push,
+                kind: FaultKind::ApplyThenDrop,
+                probability: 1.0,
+                skip: 2,
+                times: Some(1)
+            }
+        );
         let r: FaultRule = "query:http500@0.25".parse().expect("parses");
         assert_eq!(r.probability, 0.25);
         let r: FaultRule = "any:latency=50".parse().expect("parses");

@@ -4,6 +4,9 @@
 //! headers the real server sends (`Cache-Control`/`pragma: no-cache`, the deprecation `Warning`
 //! on `/application/*` routes, the re-issued session cookie).
 
+// Handlers return ready answers as errors (`Result<_, Response>`), as axum handlers do.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,9 +92,18 @@ impl Req {
         let (parts, body) = req.into_parts();
         let limit = state.config().body_limit;
         let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
-            Reply::new(StatusCode::PAYLOAD_TOO_LARGE, TEXT, format!("Request body larger than {limit} bytes")).finish()
+            Reply::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                TEXT,
+                format!("Request body larger than {limit} bytes"),
+            )
+            .finish()
         })?;
-        let query = parts.uri.query().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let query = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
         let cookie = parts
             .headers
             .get_all(header::COOKIE)
@@ -126,17 +138,23 @@ impl Req {
     }
 
     fn is_json(&self) -> bool {
-        self.header("content-type").is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"))
+        self.header("content-type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/json"))
     }
 
     fn is_form(&self) -> bool {
-        self.header("content-type").is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+        self.header("content-type")
+            .is_some_and(|c| c.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
     }
 
     /// `/application*` and `/api/application*` routes are deprecated in RhoConnect 7.8.
     fn deprecated(&self) -> Option<String> {
-        (self.path.starts_with("/application") || self.path.starts_with("/api/application"))
-            .then(|| format!("Use of the {} {} is deprecated. Use Rhoconnect API v1 instead.", self.method, self.path))
+        (self.path.starts_with("/application") || self.path.starts_with("/api/application")).then(|| {
+            format!(
+                "Use of the {} {} is deprecated. Use Rhoconnect API v1 instead.",
+                self.method, self.path
+            )
+        })
     }
 
     /// A reply carrying this request's standard headers (deprecation warning, cookie).
@@ -163,14 +181,20 @@ impl Req {
         if self.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Some(serde_json::Value::Object(Default::default())));
         }
-        serde_json::from_slice(&self.body).map(Some).map_err(|_| client_data_error())
+        serde_json::from_slice(&self.body)
+            .map(Some)
+            .map_err(|_| client_data_error())
     }
 
     /// The client id from the parameters, the JSON body, or the `X-RhoConnect-CLIENT-ID` header.
     fn client_id(&self, body: Option<&serde_json::Value>) -> Option<String> {
         self.param("client_id")
             .map(str::to_owned)
-            .or_else(|| body.and_then(|b| b.get("client_id")).and_then(|v| v.as_str()).map(str::to_owned))
+            .or_else(|| {
+                body.and_then(|b| b.get("client_id"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_owned)
+            })
             .or_else(|| self.header("x-rhoconnect-client-id").map(str::to_owned))
     }
 }
@@ -178,8 +202,10 @@ impl Req {
 fn client_data_error() -> Response {
     let mut resp = Response::new(Body::from(CLIENT_DATA_ERROR));
     *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
-    resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT));
+    resp.headers_mut()
+        .insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     resp
 }
 
@@ -195,7 +221,14 @@ struct Reply {
 
 impl Reply {
     fn new(status: StatusCode, ctype: &'static str, body: impl Into<Body>) -> Self {
-        Self { status, ctype, body: body.into(), warning: None, cookie: None, extra: Vec::new() }
+        Self {
+            status,
+            ctype,
+            body: body.into(),
+            warning: None,
+            cookie: None,
+            extra: Vec::new(),
+        }
     }
 
     fn header(mut self, name: &'static str, value: String) -> Self {
@@ -218,7 +251,10 @@ impl Reply {
                 h.insert(name, v);
             }
         }
-        if let Some(c) = self.cookie.and_then(|c| HeaderValue::from_str(&cookie::set_cookie(&c)).ok()) {
+        if let Some(c) = self
+            .cookie
+            .and_then(|c| HeaderValue::from_str(&cookie::set_cookie(&c)).ok())
+        {
             h.insert(header::SET_COOKIE, c);
         }
         h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
@@ -231,17 +267,21 @@ impl Reply {
 }
 
 fn unknown_client(req: &Req) -> Response {
-    req.reply(StatusCode::INTERNAL_SERVER_ERROR, HTML, "Unknown client").finish()
+    req.reply(StatusCode::INTERNAL_SERVER_ERROR, HTML, "Unknown client")
+        .finish()
 }
 
 fn unknown_source(req: &Req) -> Response {
-    req.reply(StatusCode::INTERNAL_SERVER_ERROR, HTML, "Unknown source").finish()
+    req.reply(StatusCode::INTERNAL_SERVER_ERROR, HTML, "Unknown source")
+        .finish()
 }
 
 /// Ruby's `String#to_i` for a page size: leading digits, else 0.
 fn ruby_to_usize(s: &str) -> usize {
     let digits: String = s.trim_start().chars().take_while(|c| c.is_ascii_digit()).collect();
-    digits.parse::<usize>().unwrap_or(if digits.is_empty() { 0 } else { usize::MAX })
+    digits
+        .parse::<usize>()
+        .unwrap_or(if digits.is_empty() { 0 } else { usize::MAX })
 }
 
 /// Runs blocking state work off the async workers.
@@ -268,7 +308,12 @@ async fn login(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let (login, password) = if req.is_form() {
         let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
-        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        let get = |k: &str| {
+            form.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
         (get("login"), get("password"))
     } else {
         let body = tri!(req.json()).unwrap_or_default();
@@ -280,12 +325,30 @@ async fn login(AxState(st): AxState<St>, req: Request) -> Response {
     let ok = tri!(blocking(move || auth.authenticate(&l, &p)).await);
     let app = st.app().name.clone();
     if !ok {
-        let anon = cookie::issue(st.secret(), &app, &Session { session_id: random_hex(32), login: None });
-        let mut r = req.reply(StatusCode::UNAUTHORIZED, HTML, format!("Unable to authenticate '{login}'"));
+        let anon = cookie::issue(
+            st.secret(),
+            &app,
+            &Session {
+                session_id: random_hex(32),
+                login: None,
+            },
+        );
+        let mut r = req.reply(
+            StatusCode::UNAUTHORIZED,
+            HTML,
+            format!("Unable to authenticate '{login}'"),
+        );
         r.cookie = Some(anon);
         return r.finish();
     }
-    let value = cookie::issue(st.secret(), &app, &Session { session_id: random_hex(32), login: Some(login) });
+    let value = cookie::issue(
+        st.secret(),
+        &app,
+        &Session {
+            session_id: random_hex(32),
+            login: Some(login),
+        },
+    );
     let body = if req.path.starts_with("/api/") {
         let escaped: String =
             form_urlencoded::byte_serialize(format!("{}={value};", cookie::NAME).as_bytes()).collect::<String>();
@@ -302,17 +365,31 @@ async fn client_create(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let user = tri!(req.user());
     let id = st.create_client(&user);
-    req.reply(StatusCode::OK, JSON, serde_json::json!({"client": {"client_id": id}}).to_string()).finish()
+    req.reply(
+        StatusCode::OK,
+        JSON,
+        serde_json::json!({"client": {"client_id": id}}).to_string(),
+    )
+    .finish()
 }
 
 async fn client_register(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let user = tri!(req.user());
     let body = tri!(req.json()).unwrap_or_default();
-    let id = req.path_params.first().cloned().or_else(|| req.client_id(Some(&body))).unwrap_or_default();
+    let id = req
+        .path_params
+        .first()
+        .cloned()
+        .or_else(|| req.client_id(Some(&body)))
+        .unwrap_or_default();
     let fields: Vec<(String, String)> = body
         .as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
         .unwrap_or_default();
     match st.register(&user, &id, fields) {
         Ok(()) => req.reply(StatusCode::OK, HTML, "").finish(),
@@ -324,11 +401,22 @@ async fn client_reset(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let user = tri!(req.user());
     let body = tri!(req.json());
-    let id = req.path_params.first().cloned().or_else(|| req.client_id(body.as_ref()));
-    let mut sources: Vec<String> =
-        req.query.iter().filter(|(k, _)| k == "sources[][name]").map(|(_, v)| v.clone()).collect();
+    let id = req
+        .path_params
+        .first()
+        .cloned()
+        .or_else(|| req.client_id(body.as_ref()));
+    let mut sources: Vec<String> = req
+        .query
+        .iter()
+        .filter(|(k, _)| k == "sources[][name]")
+        .map(|(_, v)| v.clone())
+        .collect();
     if let Some(list) = body.as_ref().and_then(|b| b.get("sources")).and_then(|s| s.as_array()) {
-        sources.extend(list.iter().filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_owned)));
+        sources.extend(
+            list.iter()
+                .filter_map(|s| s.get("name").and_then(|n| n.as_str()).map(str::to_owned)),
+        );
     }
     let sources = (!sources.is_empty()).then_some(sources);
     match st.reset(&user, id.as_deref(), sources) {
@@ -351,7 +439,9 @@ impl Reply {
 
 /// Checks a source name; `Err` is the answer for a missing or unacceptable one.
 fn check_source(st: &State, req: &Req, user: &str, name: Option<&str>) -> Result<String, Response> {
-    let name = name.filter(|n| !n.is_empty() && n.len() <= MAX_SOURCE_NAME).ok_or_else(|| unknown_source(req))?;
+    let name = name
+        .filter(|n| !n.is_empty() && n.len() <= MAX_SOURCE_NAME)
+        .ok_or_else(|| unknown_source(req))?;
     if st.app().source(name).is_none() {
         let known = st.dynamic_sources(user);
         if !known.iter().any(|d| d.name == name) && known.len() >= MAX_DYNAMIC_SOURCES {
@@ -364,16 +454,19 @@ fn check_source(st: &State, req: &Req, user: &str, name: Option<&str>) -> Result
 async fn query(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let user = tri!(req.user());
-    let source = req.path_params.first().cloned().or_else(|| req.param("source_name").map(str::to_owned));
+    let source = req
+        .path_params
+        .first()
+        .cloned()
+        .or_else(|| req.param("source_name").map(str::to_owned));
     let source = tri!(check_source(&st, &req, &user, source.as_deref()));
     let client_id = req.client_id(None);
     let p_size = req.param("p_size").map(ruby_to_usize).unwrap_or(500);
     let token = req.param("token").map(str::to_owned);
     let dup = req.duplicate_page;
     let st2 = st.clone();
-    let result = tri!(
-        blocking(move || st2.query(&user, client_id.as_deref(), &source, p_size, token.as_deref(), dup)).await
-    );
+    let result =
+        tri!(blocking(move || st2.query(&user, client_id.as_deref(), &source, p_size, token.as_deref(), dup)).await);
     match result {
         Err(ClientError::UnknownClient) => unknown_client(&req),
         Ok(page) => {
@@ -381,7 +474,8 @@ async fn query(AxState(st): AxState<St>, req: Request) -> Response {
             if !page.token.is_empty() {
                 r = r.header("x-rhoconnect-page-token", page.token);
             }
-            r.header("x-rhoconnect-page-object-count", page.count.to_string()).finish()
+            r.header("x-rhoconnect-page-object-count", page.count.to_string())
+                .finish()
         }
     }
 }
@@ -390,9 +484,10 @@ async fn query(AxState(st): AxState<St>, req: Request) -> Response {
 fn section(body: &serde_json::Value, name: &str) -> Result<Vec<(String, Obj)>, ()> {
     match body.get(name) {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(serde_json::Value::Object(map)) => {
-            map.iter().map(|(id, attrs)| Obj::from_json(attrs).map(|o| (id.clone(), o)).ok_or(())).collect()
-        }
+        Some(serde_json::Value::Object(map)) => map
+            .iter()
+            .map(|(id, attrs)| Obj::from_json(attrs).map(|o| (id.clone(), o)).ok_or(()))
+            .collect(),
         Some(_) => Err(()),
     }
 }
@@ -431,7 +526,11 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
     let mut cud = PushBody::default();
     if req.method == Method::PUT || req.method == Method::DELETE {
         let id = req.path_params.get(1).cloned().unwrap_or_default();
-        let attrs = if body.is_null() { Some(Obj::new()) } else { Obj::from_json(&body) };
+        let attrs = if body.is_null() {
+            Some(Obj::new())
+        } else {
+            Obj::from_json(&body)
+        };
         let Some(attrs) = attrs else { return client_data_error() };
         if req.method == Method::PUT {
             cud.update.push((id, attrs));
@@ -439,7 +538,11 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
             cud.delete.push((id, attrs));
         }
     } else {
-        match (section(&body, "create"), section(&body, "update"), section(&body, "delete")) {
+        match (
+            section(&body, "create"),
+            section(&body, "update"),
+            section(&body, "delete"),
+        ) {
             (Ok(c), Ok(u), Ok(d)) => {
                 cud.create = c;
                 cud.update = u;
@@ -466,11 +569,14 @@ async fn search(AxState(st): AxState<St>, req: Request) -> Response {
         if let Some(attr) = k.strip_prefix("search[").and_then(|r| r.strip_suffix(']')) {
             params.push((attr.to_owned(), v.clone()));
         } else if k == "sources[][name]" {
-            sources.push(SearchSource { name: v.clone(), token: None });
-        } else if k == "sources[][token]" {
-            if let Some(last) = sources.last_mut() {
-                last.token = Some(v.clone());
-            }
+            sources.push(SearchSource {
+                name: v.clone(),
+                token: None,
+            });
+        } else if k == "sources[][token]"
+            && let Some(last) = sources.last_mut()
+        {
+            last.token = Some(v.clone());
         }
     }
     for s in &sources {
@@ -479,13 +585,16 @@ async fn search(AxState(st): AxState<St>, req: Request) -> Response {
         }
     }
     let st2 = st.clone();
-    let result = tri!(blocking(move || st2.search(&user, client_id.as_deref(), p_size, &params, &sources, resend)).await);
+    let result =
+        tri!(blocking(move || st2.search(&user, client_id.as_deref(), p_size, &params, &sources, resend)).await);
     match result {
         Err(ClientError::UnknownClient) => unknown_client(&req),
         Ok(out) => {
             let mut r = req.reply(StatusCode::OK, JSON, out.body);
             if let Some((token, count)) = out.first {
-                r = r.header("x-rhoconnect-page-token", token).header("x-rhoconnect-page-object-count", count.to_string());
+                r = r
+                    .header("x-rhoconnect-page-token", token)
+                    .header("x-rhoconnect-page-object-count", count.to_string());
             }
             r.finish()
         }
@@ -500,13 +609,17 @@ async fn bulk_data(AxState(st): AxState<St>, req: Request) -> Response {
     let partition = req
         .param("partition")
         .map(str::to_owned)
-        .or_else(|| body.as_ref().and_then(|b| b.get("partition")).and_then(|p| p.as_str()).map(str::to_owned))
+        .or_else(|| {
+            body.as_ref()
+                .and_then(|b| b.get("partition"))
+                .and_then(|p| p.as_str())
+                .map(str::to_owned)
+        })
         .unwrap_or_default();
     let sources = req.param("sources").map(str::to_owned);
     let st2 = st.clone();
-    let result = tri!(
-        blocking(move || st2.bulk_data(&user, client_id.as_deref(), &partition, sources.as_deref())).await
-    );
+    let result =
+        tri!(blocking(move || st2.bulk_data(&user, client_id.as_deref(), &partition, sources.as_deref())).await);
     match result {
         Err(ClientError::UnknownClient) => unknown_client(&req),
         Ok(answer) => req.reply(StatusCode::OK, JSON, answer.to_json()).finish(),
@@ -521,19 +634,27 @@ async fn bulk_file(AxState(st): AxState<St>, req: Request) -> Response {
         .split('/')
         .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned())
         .collect();
-    let safe = parts.iter().all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\\']));
+    let safe = parts
+        .iter()
+        .all(|p| !p.is_empty() && p != "." && p != ".." && !p.contains(['/', '\\']));
     // `app/<user>/<file>` belongs to that user only.
     let allowed = safe && (parts.len() == 2 || (parts.len() == 3 && parts[1] == user));
     if !allowed {
         return not_found_for(&req);
     }
     let path = parts.iter().fold(st.data_dir().to_path_buf(), |p, c| p.join(c));
-    let Ok(meta) = tokio::fs::metadata(&path).await else { return not_found_for(&req) };
+    let Ok(meta) = tokio::fs::metadata(&path).await else {
+        return not_found_for(&req);
+    };
     if !meta.is_file() {
         return not_found_for(&req);
     }
     let len = meta.len();
-    let ctype = if rel.ends_with(".rzip") { TEXT } else { "application/octet-stream" };
+    let ctype = if rel.ends_with(".rzip") {
+        TEXT
+    } else {
+        "application/octet-stream"
+    };
     let range = match req.header("range").map(|h| crate::bulk::parse_range(h, len)) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(r))) => Some(r),
@@ -543,7 +664,9 @@ async fn bulk_file(AxState(st): AxState<St>, req: Request) -> Response {
                 .finish();
         }
     };
-    let Ok(mut file) = tokio::fs::File::open(&path).await else { return not_found_for(&req) };
+    let Ok(mut file) = tokio::fs::File::open(&path).await else {
+        return not_found_for(&req);
+    };
     let (status, start, end) = match range {
         Some((a, b)) => (StatusCode::PARTIAL_CONTENT, a, b),
         None => (StatusCode::OK, 0, len.saturating_sub(1)),
@@ -569,12 +692,22 @@ async fn test_backend_change(AxState(st): AxState<St>) -> Response {
     let backend = crate::Backend::new(st);
     let r = blocking(move || -> Result<(), crate::BackendError> {
         backend.update("Product", None, "5", Obj::from_pairs([("price", "999.99")]))?;
-        backend.insert("Product", None, "301", crate::dataset::generate(&crate::dataset::Shape::Product, 301, 0))?;
+        backend.insert(
+            "Product",
+            None,
+            "301",
+            crate::dataset::generate(&crate::dataset::Shape::Product, 301, 0),
+        )?;
         backend.delete("Product", None, "7")
     })
     .await;
     match r {
-        Ok(Ok(())) => Reply::new(StatusCode::OK, JSON, r#"{"changed":["5"],"added":["301"],"deleted":["7"]}"#).finish(),
+        Ok(Ok(())) => Reply::new(
+            StatusCode::OK,
+            JSON,
+            r#"{"changed":["5"],"added":["301"],"deleted":["7"]}"#,
+        )
+        .finish(),
         Ok(Err(e)) => Reply::new(StatusCode::CONFLICT, TEXT, e.to_string()).finish(),
         Err(resp) => resp,
     }
@@ -597,7 +730,10 @@ fn not_found_for(req: &Req) -> Response {
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -619,13 +755,21 @@ fn classify(method: &Method, path: &str) -> Route {
         "/application/search" | "/rc/v1/app/search" => Route::Search,
         "/application/bulk_data" | "/rc/v1/app/bulk_data" => Route::BulkData,
         "/application" | "/api/application" | "/api/application/query" | "/api/application/queue_updates" => {
-            if method == Method::GET { Route::Query } else { Route::Push }
+            if method == Method::GET {
+                Route::Query
+            } else {
+                Route::Push
+            }
         }
         _ if p.starts_with("/data/") => Route::BulkFile,
         _ if p.starts_with("/rc/v1/clients/") && p.ends_with("/register") => Route::ClientRegister,
         _ if p.starts_with("/rc/v1/clients/") && p.ends_with("/reset") => Route::ClientReset,
         _ if p.starts_with("/app/v1/") => {
-            if method == Method::GET { Route::Query } else { Route::Push }
+            if method == Method::GET {
+                Route::Query
+            } else {
+                Route::Push
+            }
         }
         _ => Route::Any,
     }
@@ -633,7 +777,11 @@ fn classify(method: &Method, path: &str) -> Route {
 
 async fn faults(AxState(st): AxState<St>, mut req: Request, next: Next) -> Response {
     let route = classify(req.method(), req.uri().path());
-    let decided = if route == Route::Any { Vec::new() } else { st.faults().decide(route) };
+    let decided = if route == Route::Any {
+        Vec::new()
+    } else {
+        st.faults().decide(route)
+    };
     if decided.is_empty() {
         return next.run(req).await;
     }
@@ -645,12 +793,20 @@ async fn faults(AxState(st): AxState<St>, mut req: Request, next: Next) -> Respo
             FaultKind::Latency(d) => tokio::time::sleep(d).await,
             FaultKind::Stall(max) => st.faults().stall(max).await,
             FaultKind::Http500 => {
-                return Reply::new(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "Internal Server Error (injected)").finish();
+                return Reply::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT,
+                    "Internal Server Error (injected)",
+                )
+                .finish();
             }
             FaultKind::DuplicatePage => {
                 req.extensions_mut().insert(FaultFlags { duplicate_page: true });
             }
-            k @ (FaultKind::DropMidBody | FaultKind::TruncatedJson | FaultKind::MalformedJson | FaultKind::ApplyThenDrop) => {
+            k @ (FaultKind::DropMidBody
+            | FaultKind::TruncatedJson
+            | FaultKind::MalformedJson
+            | FaultKind::ApplyThenDrop) => {
                 post = Some(k);
             }
         }
@@ -668,17 +824,23 @@ async fn faults(AxState(st): AxState<St>, mut req: Request, next: Next) -> Respo
         }
         FaultKind::TruncatedJson => {
             let cut = bytes.slice(..bytes.len() / 2);
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(cut.len()));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(cut.len()));
             Response::from_parts(parts, Body::from(cut))
         }
         FaultKind::MalformedJson => {
             let bad = Bytes::from_static(b"[{\"version\":3},{\"token\":<html>oops</html>");
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bad.len()));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bad.len()));
             Response::from_parts(parts, Body::from(bad))
         }
         _ => {
             // Drop mid-body: announce the full length, send half, then cut the connection.
-            parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
             let half = bytes.slice(..bytes.len() / 2);
             let stream = futures_util::stream::unfold(0u8, move |step| {
                 let half = half.clone();

@@ -85,7 +85,9 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -101,31 +103,40 @@ impl Server {
         let state = Arc::new(state::State::new(config)?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        let thread = std::thread::Builder::new().name(format!("tidesync-server-{}", addr.port())).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("tidesync-server-worker")
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    log::error!("server runtime: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match tokio::net::TcpListener::from_std(std_listener) {
-                    Ok(listener) => net::serve(listener, st, async move {
-                        let _ = rx.await;
-                    })
-                    .await,
-                    Err(e) => log::error!("server listener: {e}"),
-                }
-            });
-            rt.shutdown_timeout(std::time::Duration::from_secs(2));
-        })?;
-        Ok(Server { addr, state, shutdown: Some(tx), thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name(format!("tidesync-server-{}", addr.port()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("tidesync-server-worker")
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        log::error!("server runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => {
+                            net::serve(listener, st, async move {
+                                let _ = rx.await;
+                            })
+                            .await
+                        }
+                        Err(e) => log::error!("server listener: {e}"),
+                    }
+                });
+                rt.shutdown_timeout(std::time::Duration::from_secs(2));
+            })?;
+        Ok(Server {
+            addr,
+            state,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     /// The bound address.
@@ -185,7 +196,10 @@ pub fn serve_blocking(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().thread_name("tidesync-server-worker").enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("tidesync-server-worker")
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;

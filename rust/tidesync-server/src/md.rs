@@ -95,7 +95,12 @@ impl MasterDoc {
             let key = self.put(&id, Arc::new(obj));
             seen.insert(key, ());
         }
-        let gone: Vec<Arc<str>> = self.objects.keys().filter(|k| !seen.contains_key(*k)).cloned().collect();
+        let gone: Vec<Arc<str>> = self
+            .objects
+            .keys()
+            .filter(|k| !seen.contains_key(*k))
+            .cloned()
+            .collect();
         for id in gone {
             self.remove(&id);
         }
@@ -155,9 +160,15 @@ mod tests {
     #[test]
     fn replace_all_records_inserts_changes_and_deletes() {
         let mut md = MasterDoc::default();
-        md.replace_all(vec![("1".into(), Obj::from_pairs([("a", "1")])), ("2".into(), Obj::from_pairs([("a", "2")]))]);
+        md.replace_all(vec![
+            ("1".into(), Obj::from_pairs([("a", "1")])),
+            ("2".into(), Obj::from_pairs([("a", "2")])),
+        ]);
         let s = md.seq();
-        md.replace_all(vec![("2".into(), Obj::from_pairs([("a", "2")])), ("3".into(), Obj::from_pairs([("a", "3")]))]);
+        md.replace_all(vec![
+            ("2".into(), Obj::from_pairs([("a", "2")])),
+            ("3".into(), Obj::from_pairs([("a", "3")])),
+        ]);
         assert_eq!(md.len(), 2);
         let changed: Vec<String> = md.changes_after(s).map(|(_, k)| k.to_string()).collect();
         assert_eq!(changed, vec!["3".to_string(), "1".to_string()]);

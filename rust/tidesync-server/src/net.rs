@@ -95,7 +95,11 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: im
             router.clone().oneshot(req.map(axum::body::Body::new))
         });
         tokio::spawn(async move {
-            if let Err(e) = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, service).await {
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await
+            {
                 log::debug!("connection closed: {e}");
             }
         });

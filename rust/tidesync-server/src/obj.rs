@@ -77,7 +77,12 @@ impl Obj {
     pub fn minus(&self, other: Option<&Obj>) -> Obj {
         match other {
             None => self.clone(),
-            Some(o) => Obj(self.0.iter().filter(|(k, v)| o.get(k) != Some(v.as_str())).cloned().collect()),
+            Some(o) => Obj(self
+                .0
+                .iter()
+                .filter(|(k, v)| o.get(k) != Some(v.as_str()))
+                .cloned()
+                .collect()),
         }
     }
 
@@ -115,7 +120,12 @@ impl Obj {
 
     /// Converts into a JSON value (for tests and tools).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::Value::Object(self.0.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        )
     }
 }
 

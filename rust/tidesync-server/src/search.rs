@@ -62,7 +62,7 @@ impl State {
             };
             match &src.token {
                 None => {
-                    let mut md = md.write();
+                    let md = md.read();
                     let found = {
                         let mut candidates = md.iter().map(|(k, o)| (&**k, &**o));
                         def.adapter.search(user, params, &mut candidates)
@@ -84,10 +84,13 @@ impl State {
                                     cs.cd.insert(key, m);
                                 }
                             }
-                            // Search results join the master document too (RhoConnect `_compute_search`);
-                            // ours come from it already, so nothing to add.
-                            let _ = &mut md;
-                            cs.search = Some(SearchState { token: self.new_token(), remaining, last: Vec::new() });
+                            // Search results join the master document too in RhoConnect
+                            // (`_compute_search`); ours come from it already.
+                            cs.search = Some(SearchState {
+                                token: self.new_token(),
+                                remaining,
+                                last: Vec::new(),
+                            });
                         }
                     }
                 }

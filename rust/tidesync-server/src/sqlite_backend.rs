@@ -73,7 +73,11 @@ pub fn open_app(path: &Path, refresh: Option<Duration>) -> Result<App, SqliteBac
             name: name.clone(),
             partition,
             priority,
-            adapter: Arc::new(SqliteAdapter { conn: shared.clone(), source: name, partition }),
+            adapter: Arc::new(SqliteAdapter {
+                conn: shared.clone(),
+                source: name,
+                partition,
+            }),
             refresh,
         });
     }
@@ -133,7 +137,9 @@ impl Authenticator for SqliteUsers {
         let stored: Option<String> = self
             .conn
             .lock()
-            .query_row("SELECT password_sha256 FROM ts_users WHERE login = ?1", [login], |r| r.get(0))
+            .query_row("SELECT password_sha256 FROM ts_users WHERE login = ?1", [login], |r| {
+                r.get(0)
+            })
             .optional()
             .unwrap_or(None);
         stored.is_some_and(|s| s == sha256_hex(password))
@@ -178,7 +184,9 @@ impl SourceAdapter for SqliteAdapter {
             .prepare_cached("SELECT id, attrs FROM ts_objects WHERE source = ?1 AND owner = ?2")
             .map_err(|e| AdapterError(format!("storage error: {e}")))?;
         let rows = stmt
-            .query_map(params![self.source, self.owner(user)], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .query_map(params![self.source, self.owner(user)], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| AdapterError(format!("storage error: {e}")))?;
         let mut out = Vec::new();
         for row in rows {
@@ -235,11 +243,28 @@ mod tests {
         assert!(!app.auth.authenticate("alice", "wrong"));
         assert!(!app.auth.authenticate("bob", "s3cret"));
         let task = app.source("Task").expect("declared");
-        let id = task.adapter.create("alice", &Obj::from_pairs([("title", "a")])).expect("create").expect("id");
+        let id = task
+            .adapter
+            .create("alice", &Obj::from_pairs([("title", "a")]))
+            .expect("create")
+            .expect("id");
         assert_eq!(id, "1");
         let again = open_app(&path, None).expect("reopen");
-        let rows = again.source("Task").expect("declared").adapter.query("alice").expect("query");
+        let rows = again
+            .source("Task")
+            .expect("declared")
+            .adapter
+            .query("alice")
+            .expect("query");
         assert_eq!(rows, vec![("1".to_string(), Obj::from_pairs([("title", "a")]))]);
-        assert!(again.source("Task").expect("declared").adapter.query("bob").expect("query").is_empty());
+        assert!(
+            again
+                .source("Task")
+                .expect("declared")
+                .adapter
+                .query("bob")
+                .expect("query")
+                .is_empty()
+        );
     }
 }

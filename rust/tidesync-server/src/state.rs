@@ -109,9 +109,11 @@ impl Page {
             }
             out.push('}');
         }
-        for (name, list) in
-            [("create-error", &self.errors.create), ("update-error", &self.errors.update), ("delete-error", &self.errors.delete)]
-        {
+        for (name, list) in [
+            ("create-error", &self.errors.create),
+            ("update-error", &self.errors.update),
+            ("delete-error", &self.errors.delete),
+        ] {
             if list.is_empty() {
                 continue;
             }
@@ -262,12 +264,18 @@ impl State {
     /// A fresh page token: microseconds since 2009-01-01, strictly increasing.
     pub fn new_token(&self) -> String {
         const EPOCH_2009: u64 = 1_230_768_000;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
         let candidate = now.saturating_sub(EPOCH_2009 * 1_000_000);
         let mut prev = self.last_token.load(Ordering::SeqCst);
         loop {
             let next = candidate.max(prev + 1);
-            match self.last_token.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            match self
+                .last_token
+                .compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst)
+            {
                 Ok(_) => return next.to_string(),
                 Err(p) => prev = p,
             }
@@ -290,7 +298,11 @@ impl State {
 
     /// Dynamic sources registered for `user`.
     pub fn dynamic_sources(&self, user: &str) -> Vec<SourceDef> {
-        self.dynamic.lock().get(user).map(|l| l.iter().map(|n| dynamic_def(n)).collect()).unwrap_or_default()
+        self.dynamic
+            .lock()
+            .get(user)
+            .map(|l| l.iter().map(|n| dynamic_def(n)).collect())
+            .unwrap_or_default()
     }
 
     /// The master document of `def` for `user`, loaded (or refreshed) from the adapter if due.
@@ -324,7 +336,10 @@ impl State {
                     }
                     Err(e) => {
                         log::warn!("source {}: query failed: {e}", def.name);
-                        w.source_error = Some(SourceError { kind: "query-error".into(), message: e.0 });
+                        w.source_error = Some(SourceError {
+                            kind: "query-error".into(),
+                            message: e.0,
+                        });
                     }
                 }
                 w.loaded_at = Some(Instant::now());
@@ -336,9 +351,14 @@ impl State {
     /// Creates a client for `user`; returns its 32-hex id.
     pub fn create_client(&self, user: &str) -> String {
         let id = random_hex(16);
-        self.clients
-            .write()
-            .insert(id.clone(), Arc::new(Mutex::new(Client { user: user.to_owned(), sources: HashMap::new(), device: None })));
+        self.clients.write().insert(
+            id.clone(),
+            Arc::new(Mutex::new(Client {
+                user: user.to_owned(),
+                sources: HashMap::new(),
+                device: None,
+            })),
+        );
         id
     }
 
@@ -366,7 +386,11 @@ impl State {
         let client = match existing {
             Some(c) => c,
             None => {
-                let c = Arc::new(Mutex::new(Client { user: user.to_owned(), sources: HashMap::new(), device: None }));
+                let c = Arc::new(Mutex::new(Client {
+                    user: user.to_owned(),
+                    sources: HashMap::new(),
+                    device: None,
+                }));
                 self.clients.write().entry(id.to_owned()).or_insert(c).clone()
             }
         };
@@ -434,7 +458,11 @@ impl State {
             }
         };
         let body = page.to_json(md.source_error.as_ref());
-        Ok(PageOut { body, token: page.token.clone(), count: page.count() })
+        Ok(PageOut {
+            body,
+            token: page.token.clone(),
+            count: page.count(),
+        })
     }
 }
 
@@ -497,8 +525,19 @@ fn build_page(cs: &mut ClientSource, md: &MasterDoc, p_size: usize, state: &Stat
     }
     let links = std::mem::take(&mut cs.links);
     let errors = std::mem::take(&mut cs.errors);
-    let token = if insert.is_empty() && delete.is_empty() && links.is_empty() { String::new() } else { state.new_token() };
-    Page { token, total_count: md.len(), insert, delete, links, errors }
+    let token = if insert.is_empty() && delete.is_empty() && links.is_empty() {
+        String::new()
+    } else {
+        state.new_token()
+    };
+    Page {
+        token,
+        total_count: md.len(),
+        insert,
+        delete,
+        links,
+        errors,
+    }
 }
 
 /// `n` random bytes as lowercase hex.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The project's test command (README): format check, clippy with warnings denied, every test.
+# Later tiers (Kotlin, Android) are added here as they land; a tier whose toolchain is missing
+# says so and is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (rustup) first" >&2
+    exit 1
+fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+        step "installing rustup component ${component}"
+        rustup component add "${component}"
+    fi
+done
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "CLI smoke: tidesync serve answers on loopback"
+scripts/smoke-serve.sh
