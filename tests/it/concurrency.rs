@@ -22,6 +22,7 @@ fn run_client(n: usize, base: &str, expected: &Store, deadline: Instant) -> Resu
     let user = format!("user{:02}", n / 2);
     let remaining = deadline.saturating_duration_since(Instant::now());
     let mut c = Client::new(Http::with_timeout(base, remaining.max(Duration::from_secs(1))));
+    c.deadline = Some(deadline);
     c.login(&user, "password").map_err(|e| e.to_string())?;
     c.client_create().map_err(|e| e.to_string())?;
     let mut store = Store::new();

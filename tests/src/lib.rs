@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 pub use tidesync_server;
@@ -311,6 +311,83 @@ impl Http {
     }
 }
 
+/// Sends one HTTP/1.1 request over a plain TCP connection, for request targets an HTTP library
+/// refuses to build (the `http` crate caps a URI at 64 KiB). The request is written as given
+/// (`Connection: close` is added) and the answer is read until the server closes the
+/// connection; chunked bodies are decoded. `base` is `http://HOST:PORT`.
+///
+/// # Errors
+/// [`Error::Transport`] when the connection fails or the answer is not HTTP.
+pub fn raw_request(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Response> {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let transport = |e: std::io::Error| Error::Transport(format!("{method} {}: {e}", cut(target, 100)));
+    let mut stream = std::net::TcpStream::connect(addr).map_err(transport)?;
+    stream.set_read_timeout(Some(timeout)).map_err(transport)?;
+    stream.set_write_timeout(Some(timeout)).map_err(transport)?;
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(transport)?;
+    stream.write_all(body).map_err(transport)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(transport)?;
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| {
+        Error::Transport(format!(
+            "{method} {}: no HTTP answer ({} bytes)",
+            cut(target, 100),
+            raw.len()
+        ))
+    })?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| Error::Transport(format!("{method} {}: bad status line in {head:?}", cut(target, 100))))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body)
+            .ok_or_else(|| Error::Transport(format!("{method} {}: bad chunked body", cut(target, 100))))?;
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&b[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(b.get(..size)?);
+        b = b.get(size + 2..)?;
+    }
+}
+
 /// Percent-encodes the bytes of `s` that may not appear in an HTTP request target; everything
 /// else (including `%`, `[`, `]`, `&`, `=`) is kept as it is.
 pub fn encode_uri_text(s: &str) -> String {
@@ -469,7 +546,10 @@ impl Page {
     }
 }
 
-fn objects_of(v: &Value, what: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
+/// Attributes of one object in a page, in page order.
+type Attrs = Vec<(String, String)>;
+
+fn objects_of(v: &Value, what: &str) -> Result<Vec<(String, Attrs)>> {
     let map = v
         .as_object()
         .ok_or_else(|| Error::Protocol(format!("`{what}` is not an object")))?;
@@ -513,6 +593,8 @@ pub struct Client {
     pub client_id: Option<String>,
     /// The application path word (`application`).
     pub app: String,
+    /// When set, [`Client::sync`] gives up (with an error) once this instant has passed.
+    pub deadline: Option<Instant>,
 }
 
 impl Client {
@@ -523,6 +605,7 @@ impl Client {
             cookie: None,
             client_id: None,
             app: "application".into(),
+            deadline: None,
         }
     }
 
@@ -611,6 +694,12 @@ impl Client {
         let mut report = SyncReport::default();
         let mut token: Option<String> = None;
         while report.pages < max_pages {
+            if self.deadline.is_some_and(|d| Instant::now() > d) {
+                return Err(Error::Protocol(format!(
+                    "sync {source}: deadline passed after {} pages",
+                    report.pages
+                )));
+            }
             let page = self.query(source, p_size, token.as_deref())?;
             report.pages += 1;
             report.inserted += page.ids("insert").len();

@@ -27,6 +27,37 @@ struct Cli {
 enum Command {
     /// Serve a RhoConnect-compatible sync server until interrupted.
     Serve(ServeArgs),
+    /// Sync a local database with a RhoConnect server (any RhoConnect-compatible URL).
+    Sync(SyncArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SyncArgs {
+    /// The sync server URL as a Rhodes app configures it, e.g. `http://127.0.0.1:9292/application`.
+    #[arg(long)]
+    url: String,
+    /// Login.
+    #[arg(long)]
+    user: String,
+    /// Password.
+    #[arg(long)]
+    password: String,
+    /// The local database (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+    /// Sources to sync (repeatable). Default: Product and Customer when the database declares
+    /// no source yet, else every declared source.
+    #[arg(long = "source")]
+    sources: Vec<String>,
+    /// Objects per page.
+    #[arg(long, default_value_t = 2000)]
+    page_size: u32,
+    /// Do not verify TLS certificates (for test servers with self-signed certificates).
+    #[arg(long)]
+    insecure: bool,
+    /// Print one JSON summary as the last stdout line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -90,7 +121,77 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Sync(args) => sync(args),
     }
+}
+
+fn sync(args: SyncArgs) -> Result<()> {
+    use tidesync_core::{SourceDef, SyncClient, SyncConfig, SyncOptions};
+    let mut config = SyncConfig::new(&args.url);
+    config.page_size = args.page_size;
+    config.http.ssl_verify_peer = !args.insecure;
+    let client = SyncClient::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
+    let declared: Vec<String> = client.store().sources()?.into_iter().map(|s| s.def.name).collect();
+    let wanted: Vec<String> = if !args.sources.is_empty() {
+        args.sources.clone()
+    } else if declared.is_empty() {
+        vec!["Product".into(), "Customer".into()]
+    } else {
+        declared.clone()
+    };
+    for (i, name) in wanted.iter().enumerate() {
+        if !declared.contains(name) {
+            client.define_source(&SourceDef::new(name.as_str()).priority(i as i64 + 1))?;
+        }
+    }
+    let started = std::time::Instant::now();
+    let login = client.login(&args.user, &args.password);
+    let mut results: Vec<(
+        String,
+        std::result::Result<tidesync_core::SourceReport, tidesync_core::Error>,
+    )> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    match login {
+        Err(e) => errors.push(format!("login: {e}")),
+        Ok(()) => {
+            for name in &wanted {
+                let r = client.sync_source(name, &SyncOptions::default(), None);
+                if let Err(e) = &r {
+                    errors.push(format!("{name}: {e}"));
+                }
+                results.push((name.clone(), r));
+            }
+        }
+    }
+    let ok = errors.is_empty() && results.len() == wanted.len();
+    let mut sources = serde_json::Map::new();
+    for name in &wanted {
+        let objects = client.count(name, None).unwrap_or(0);
+        let status = match results.iter().find(|(n, _)| n == name) {
+            Some((_, Ok(_))) => "ok",
+            Some((_, Err(_))) => "error",
+            None => "skipped",
+        };
+        if !args.json {
+            println!("{name}: {objects} objects ({status})");
+        }
+        sources.insert(name.clone(), serde_json::json!({"objects": objects, "status": status}));
+    }
+    if !args.json {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        println!("synced in {:.2} s", started.elapsed().as_secs_f64());
+    } else {
+        println!(
+            "{}",
+            serde_json::json!({"ok": ok, "sources": sources, "errors": errors})
+        );
+    }
+    if !ok {
+        std::process::exit(2);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> Result<()> {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::obj::Obj;
+use crate::obj::{Obj, ObjRef};
 use crate::state::{Queue, State};
 
 /// The three CUD operations.
@@ -95,7 +95,7 @@ impl State {
             let work: Vec<Entry> = q.get(op).drain(..).collect();
             let mut requeue = Vec::new();
             for entry in work {
-                if let Some(rest) = self.run_entry(source, op, entry) {
+                if let Some(rest) = self.run_entry(source, op, entry, client_id) {
                     requeue.push(rest);
                 }
             }
@@ -104,100 +104,129 @@ impl State {
     }
 
     /// Runs one entry; returns the deferred rest after a failure.
-    fn run_entry(&self, source: &str, op: Op, entry: Entry) -> Option<Entry> {
+    ///
+    /// Results (links, errors, rollbacks) go to the entry's client. The client document that
+    /// records a create or a delete is the one of the client whose push runs the queue — for a
+    /// deferred entry that is another client, so its originator later receives the change as a
+    /// diff (transcript 15: alice's deferred delete of 14, run by bob's push, reaches alice).
+    fn run_entry(&self, source: &str, op: Op, entry: Entry, pusher: &str) -> Option<Entry> {
         let def = self.source_def(&entry.user, source);
         let md = self.md(&def, &entry.user);
         let client = self.client_any(&entry.client_id);
+        let other = (pusher != entry.client_id).then(|| self.client_any(pusher)).flatten();
         let mut objects = entry.objects.into_iter();
         while let Some((key, obj)) = objects.next() {
-            let mut guard = client.as_ref().map(|c| c.lock());
-            let cs = guard.as_mut().map(|c| c.sources.entry(source.to_owned()).or_default());
-            let mut md = md.write();
-            let failed = match op {
-                Op::Create => match def.adapter.create(&entry.user, &obj) {
-                    Ok(Some(id)) => {
-                        let stored = Arc::new(obj);
-                        let k = md.put(&id, stored.clone());
-                        self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
-                        if let Some(cs) = cs {
-                            cs.cd.insert(k, stored);
-                            cs.links.retain(|(t, _)| *t != key);
-                            cs.links.push((key, id));
+            // cd change for the pushing client when it is not the originator, applied after the
+            // originator's and the master document's locks are released (one client lock at a time).
+            let mut other_cd: Option<(Arc<str>, Option<ObjRef>)> = None;
+            let failed = {
+                let mut guard = client.as_ref().map(|c| c.lock());
+                let mut cs = guard.as_mut().map(|c| c.sources.entry(source.to_owned()).or_default());
+                let mut md = md.write();
+                match op {
+                    Op::Create => match def.adapter.create(&entry.user, &obj) {
+                        Ok(Some(id)) => {
+                            let stored = Arc::new(obj);
+                            let k = md.put(&id, stored.clone());
+                            self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
+                            if other.is_some() {
+                                other_cd = Some((k, Some(stored)));
+                            } else if let Some(cs) = cs.as_mut() {
+                                cs.cd.insert(k, stored);
+                            }
+                            if let Some(cs) = cs {
+                                cs.links.retain(|(t, _)| *t != key);
+                                cs.links.push((key, id));
+                            }
+                            false
                         }
-                        None
-                    }
-                    Ok(None) => {
-                        self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
-                        if let Some(cs) = cs {
-                            cs.dropped_creates.push((key, obj));
-                        }
-                        None
-                    }
-                    Err(e) => {
-                        if let Some(cs) = cs {
-                            cs.errors.create.retain(|(t, _, _)| *t != key);
-                            cs.errors.create.push((key, obj, e.0));
-                        }
-                        Some(())
-                    }
-                },
-                Op::Update => {
-                    let result = match md.get(&key) {
-                        None => Err(crate::adapter::AdapterError(format!("Object '{key}' does not exist"))),
-                        Some(current) => {
-                            let current = current.clone();
-                            def.adapter
-                                .update(&entry.user, &key, &current, &obj)
-                                .map(|()| current.merged(&obj))
-                        }
-                    };
-                    match result {
-                        Ok(new) => {
-                            md.put(&key, Arc::new(new));
-                            self.cud.applied.updates.fetch_add(1, Ordering::SeqCst);
-                            None
+                        Ok(None) => {
+                            self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
+                            if let Some(cs) = cs {
+                                cs.dropped_creates.push((key, obj));
+                            }
+                            false
                         }
                         Err(e) => {
                             if let Some(cs) = cs {
-                                if let Some(old) = cs.cd.get(key.as_str()).cloned() {
-                                    cs.errors.rollback.retain(|(t, _)| *t != key);
-                                    cs.errors.rollback.push((key.clone(), old));
+                                cs.errors.create.retain(|(t, _, _)| *t != key);
+                                cs.errors.create.push((key, obj, e.0));
+                            }
+                            true
+                        }
+                    },
+                    Op::Update => {
+                        let result = match md.get(&key) {
+                            None => Err(crate::adapter::AdapterError(format!("Object '{key}' does not exist"))),
+                            Some(current) => {
+                                let current = current.clone();
+                                def.adapter
+                                    .update(&entry.user, &key, &current, &obj)
+                                    .map(|()| current.merged(&obj))
+                            }
+                        };
+                        match result {
+                            Ok(new) => {
+                                md.put(&key, Arc::new(new));
+                                self.cud.applied.updates.fetch_add(1, Ordering::SeqCst);
+                                false
+                            }
+                            Err(e) => {
+                                if let Some(cs) = cs {
+                                    if let Some(old) = cs.cd.get(key.as_str()).cloned() {
+                                        cs.errors.rollback.retain(|(t, _)| *t != key);
+                                        cs.errors.rollback.push((key.clone(), old));
+                                    }
+                                    cs.errors.update.retain(|(t, _, _)| *t != key);
+                                    cs.errors.update.push((key, obj, e.0));
                                 }
-                                cs.errors.update.retain(|(t, _, _)| *t != key);
-                                cs.errors.update.push((key, obj, e.0));
+                                true
                             }
-                            Some(())
                         }
                     }
-                }
-                Op::Delete => {
-                    let result = match md.get(&key) {
-                        None => Err(crate::adapter::AdapterError(format!("Object '{key}' does not exist"))),
-                        Some(current) => {
-                            let current = current.clone();
-                            def.adapter.delete(&entry.user, &key, &current)
-                        }
-                    };
-                    match result {
-                        Ok(()) => {
-                            md.remove(&key);
-                            self.cud.applied.deletes.fetch_add(1, Ordering::SeqCst);
-                            if let Some(cs) = cs {
-                                cs.cd.remove(key.as_str());
+                    Op::Delete => {
+                        let result = match md.get(&key) {
+                            None => Err(crate::adapter::AdapterError(format!("Object '{key}' does not exist"))),
+                            Some(current) => {
+                                let current = current.clone();
+                                def.adapter.delete(&entry.user, &key, &current)
                             }
-                            None
-                        }
-                        Err(e) => {
-                            if let Some(cs) = cs {
-                                cs.errors.delete.retain(|(t, _, _)| *t != key);
-                                cs.errors.delete.push((key, obj, e.0));
+                        };
+                        match result {
+                            Ok(()) => {
+                                md.remove(&key);
+                                self.cud.applied.deletes.fetch_add(1, Ordering::SeqCst);
+                                if other.is_some() {
+                                    other_cd = Some((Arc::from(key.as_str()), None));
+                                } else if let Some(cs) = cs {
+                                    cs.cd.remove(key.as_str());
+                                }
+                                false
                             }
-                            Some(())
+                            Err(e) => {
+                                if let Some(cs) = cs {
+                                    cs.errors.delete.retain(|(t, _, _)| *t != key);
+                                    cs.errors.delete.push((key, obj, e.0));
+                                }
+                                true
+                            }
                         }
                     }
                 }
             };
-            if failed.is_some() {
+            if let (Some(o), Some((k, v))) = (&other, other_cd) {
+                let mut o = o.lock();
+                let cd = &mut o.sources.entry(source.to_owned()).or_default().cd;
+                match v {
+                    Some(v) => {
+                        cd.insert(k, v);
+                    }
+                    None => {
+                        cd.remove(&k);
+                    }
+                }
+            }
+            if failed {
                 let rest: Vec<(String, Obj)> = objects.collect();
                 return (!rest.is_empty()).then_some(Entry {
                     client_id: entry.client_id,

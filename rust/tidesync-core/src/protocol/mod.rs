@@ -1,0 +1,117 @@
+//! Wire protocols behind one seam. RhoConnect is the first; CouchDB and LoopBack replication
+//! plug in here without touching the store or the engine: a protocol turns server exchanges
+//! into [`crate::store::apply::Batch`]es applied atomically with their checkpoint, and queued
+//! local changes into pushes.
+
+pub mod rhoconnect;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::store::apply::ApplyStats;
+
+/// One applied page, reported to the observer after its transaction committed.
+#[derive(Debug)]
+pub struct PageEvent<'a> {
+    /// Source name.
+    pub source: &'a str,
+    /// Local source id.
+    pub source_id: i64,
+    /// Objects in this page (inserts + deletes, as the server counts them).
+    pub page_objects: usize,
+    /// Objects applied so far in this sync of the source.
+    pub cumulative_objects: usize,
+    /// The server's object count for the source (`total_count`).
+    pub server_total: u64,
+    /// What the page did locally.
+    pub stats: &'a ApplyStats,
+}
+
+/// Receives progress (the engine turns it into notifications).
+pub trait SyncObserver: Send + Sync {
+    /// A page was applied and committed.
+    fn on_page(&self, event: &PageEvent<'_>);
+}
+
+/// Per-run context: page size, extra query parameters, stop signal, observer.
+#[derive(Clone)]
+pub struct SyncCtx {
+    /// Objects per page requested from the server.
+    pub page_size: u32,
+    /// Extra query parameters appended to every pull (`a=1&b=2`).
+    pub query_params: String,
+    epoch: Arc<AtomicU64>,
+    start: u64,
+    observer: Option<Arc<dyn SyncObserver>>,
+}
+
+impl std::fmt::Debug for SyncCtx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncCtx")
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncCtx {
+    /// A context whose stop signal is `epoch` changing from its current value.
+    pub fn new(page_size: u32, epoch: Arc<AtomicU64>, observer: Option<Arc<dyn SyncObserver>>) -> Self {
+        let start = epoch.load(Ordering::SeqCst);
+        Self {
+            page_size: page_size.max(1),
+            query_params: String::new(),
+            epoch,
+            start,
+            observer,
+        }
+    }
+
+    /// True once a stop was requested after this context was made.
+    pub fn stopped(&self) -> bool {
+        self.epoch.load(Ordering::SeqCst) != self.start
+    }
+
+    pub(crate) fn page(&self, e: &PageEvent<'_>) {
+        if let Some(o) = &self.observer {
+            o.on_page(e);
+        }
+    }
+}
+
+/// The outcome of syncing one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceReport {
+    /// Source name.
+    pub name: String,
+    /// Local changes pushed.
+    pub pushed: usize,
+    /// Pages applied.
+    pub pages: usize,
+    /// Objects applied (inserts + deletes over all pages).
+    pub objects: usize,
+    /// Objects of the source in the local store afterwards.
+    pub local_objects: u64,
+}
+
+/// A sync protocol.
+pub trait Protocol: Send + Sync + std::fmt::Debug {
+    /// Signs in and stores the session.
+    ///
+    /// # Errors
+    /// [`crate::Error::Unauthorized`] for refused credentials, network and server errors.
+    fn login(&self, store: &Store, user: &str, password: &str) -> Result<()>;
+
+    /// Pushes the source's queued changes, then pulls until the server has nothing more.
+    ///
+    /// # Errors
+    /// Typed errors; whatever was committed stays committed and the next run resumes.
+    fn sync_source(&self, store: &Store, ctx: &SyncCtx, source: &str) -> Result<SourceReport>;
+
+    /// Queues an empty push for the source (makes the server run deferred work).
+    ///
+    /// # Errors
+    /// Unknown source, storage.
+    fn push_changes_marker(&self, store: &Store, source: &str) -> Result<()>;
+}

@@ -1,0 +1,419 @@
+//! The RhoConnect client: login, client identity, push, and the pull loop that never loses a
+//! page (spec §2–5, §12).
+
+use super::page::{Page, parse_page};
+use super::transport::{Answer, Failure, HttpConfig, Transport};
+use crate::error::{Error, Result};
+use crate::protocol::{PageEvent, Protocol, SourceReport, SyncCtx};
+use crate::store::Store;
+use crate::store::apply::{Batch, ObjectError};
+use crate::store::meta::{self, SourceRow};
+use crate::store::queue::{self, PushBatch, PushOutcome};
+
+/// Body of the `500` answer for an unknown or missing client id.
+const UNKNOWN_CLIENT: &str = "Unknown client";
+
+/// A RhoConnect server.
+#[derive(Debug, Clone)]
+pub struct RhoConnect {
+    /// `syncserver`, ending with `/`, e.g. `http://host:9292/application/`.
+    base: String,
+    transport: Transport,
+}
+
+fn status_error(a: &Answer) -> Error {
+    match a.status {
+        401 => Error::Unauthorized { message: a.text() },
+        s => Error::Server {
+            status: s,
+            message: a.text(),
+        },
+    }
+}
+
+fn is_unknown_client(a: &Answer) -> bool {
+    a.status == 500 && a.text().trim().eq_ignore_ascii_case(UNKNOWN_CLIENT)
+}
+
+fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+impl RhoConnect {
+    /// A client for `sync_server` (the Rhodes `syncserver` URL; a missing trailing `/` is added).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a URL that is not `http://` or `https://`.
+    pub fn new(sync_server: &str, http: &HttpConfig) -> Result<Self> {
+        let url = sync_server.trim();
+        if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
+            return Err(Error::invalid(format!(
+                "sync server URL `{url}` must start with http:// or https://"
+            )));
+        }
+        let base = if url.ends_with('/') {
+            url.to_owned()
+        } else {
+            format!("{url}/")
+        };
+        Ok(Self {
+            base,
+            transport: Transport::new(http),
+        })
+    }
+
+    fn url(&self, word: &str) -> String {
+        format!("{}{word}", self.base)
+    }
+
+    /// The push/query URL: `syncserver` without its trailing slash.
+    fn app_url(&self) -> &str {
+        self.base.trim_end_matches('/')
+    }
+
+    fn session(store: &Store) -> Result<String> {
+        store
+            .read(meta::client_info)?
+            .session
+            .ok_or_else(|| Error::Unauthorized {
+                message: "not logged in".into(),
+            })
+    }
+
+    /// Keeps the stored cookie fresh when a successful answer re-issues it (spec §2.2).
+    fn refresh_cookie(store: &Store, a: &Answer) -> Result<()> {
+        if a.ok()
+            && let Some(c) = &a.session
+        {
+            let current = store.read(meta::client_info)?.session;
+            if current.as_deref().is_some_and(|s| s != c) {
+                store.write(|tx| meta::set_session(tx, Some(c), None))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A client id, created lazily and persisted; sends a pending client reset first.
+    fn client_id(&self, store: &Store, cookie: &str) -> Result<String> {
+        let info = store.read(meta::client_info)?;
+        if let Some(id) = info.client_id.filter(|s| !s.is_empty()) {
+            if info.reset_pending {
+                let a = self.transport.get(
+                    &format!("{}?client_id={}", self.url("clientreset"), enc(&id)),
+                    Some(cookie),
+                    None,
+                )?;
+                if !a.ok() {
+                    return Err(status_error(&a));
+                }
+                store.write(|tx| meta::set_reset_pending(tx, false))?;
+            }
+            return Ok(id);
+        }
+        let a = self.transport.get(&self.url("clientcreate"), Some(cookie), None)?;
+        if !a.ok() {
+            return Err(status_error(&a));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&a.body).map_err(|e| Error::protocol(format!("clientcreate answer: {e}")))?;
+        let id = v
+            .pointer("/client/client_id")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 255)
+            .ok_or_else(|| Error::protocol("clientcreate answer without client id"))?
+            .to_owned();
+        store.write(|tx| {
+            meta::set_client_id(tx, Some(&id))?;
+            meta::set_reset_pending(tx, false)
+        })?;
+        log::info!("client id created");
+        Ok(id)
+    }
+
+    /// Recovery from `500 Unknown client` (spec §3.4, H10): a new client id, every token
+    /// cleared, and the local copies of synced objects dropped — except objects with queued
+    /// changes — so that the full resend leaves no stale object behind. Queued changes stay.
+    fn recover_unknown_client(store: &Store) -> Result<()> {
+        log::warn!("server does not know this client: creating a new client id and resyncing");
+        store.write(|tx| {
+            meta::set_client_id(tx, None)?;
+            meta::clear_tokens(tx)?;
+            for src in meta::sources(tx)?.into_iter().filter(|s| s.def.sync) {
+                match src.fixed_table() {
+                    None => tx.execute(
+                        "DELETE FROM objects WHERE source_id = ?1 AND id NOT IN (SELECT object FROM changes WHERE source_id = ?1)",
+                        [src.id],
+                    )?,
+                    Some(t) => tx.execute(
+                        &format!("DELETE FROM {t} WHERE id NOT IN (SELECT object FROM changes WHERE source_id = ?1)"),
+                        [src.id],
+                    )?,
+                };
+            }
+            Ok(())
+        })
+    }
+
+    fn push(&self, store: &Store, ctx: &SyncCtx, src: &SourceRow, cookie: &str, client_id: &str) -> Result<usize> {
+        let all = store.read(meta::sources)?;
+        let batch: PushBatch = store.write(|tx| queue::take_for_push(tx, src, &all))?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let n = batch.creates.len() + batch.updates.len() + batch.deletes.len();
+        let body = push_body(&src.def.name, client_id, &batch);
+        let outcome = if ctx.stopped() {
+            Err(Error::Stopped)
+        } else {
+            match self
+                .transport
+                .post_json(self.app_url(), &body, Some(cookie), Some(client_id))
+            {
+                Ok(a) if a.ok() => {
+                    Self::refresh_cookie(store, &a)?;
+                    Ok(PushOutcome::Accepted)
+                }
+                Ok(a) if is_unknown_client(&a) => Err((
+                    PushOutcome::Rejected,
+                    Error::Server {
+                        status: 500,
+                        message: UNKNOWN_CLIENT.into(),
+                    },
+                )),
+                Ok(a) => Err((PushOutcome::Rejected, status_error(&a))),
+                Err(Failure::NotSent(r)) => Err((PushOutcome::Rejected, Error::Network { reason: r })),
+                Err(Failure::Lost(r)) => Err((PushOutcome::Unknown, Error::Network { reason: r })),
+            }
+            .map_err(|(o, e)| {
+                if let Err(e2) = store.write(|tx| queue::push_finished(tx, src.id, batch.push_id, o)) {
+                    log::error!("recording a failed push: {e2}");
+                }
+                e
+            })
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(Error::Stopped) => {
+                store.write(|tx| queue::push_finished(tx, src.id, batch.push_id, PushOutcome::Rejected))?;
+                return Err(Error::Stopped);
+            }
+            Err(e) => return Err(e),
+        };
+        store.write(|tx| queue::push_finished(tx, src.id, batch.push_id, outcome))?;
+        log::debug!("pushed {n} changes of {}", src.def.name);
+        Ok(n)
+    }
+
+    fn pull(
+        &self,
+        store: &Store,
+        ctx: &SyncCtx,
+        src: &SourceRow,
+        cookie: &str,
+        client_id: &str,
+        report: &mut SourceReport,
+    ) -> Result<()> {
+        let all = store.read(meta::sources)?;
+        let mut token = store.read(|c| meta::source(c, &src.def.name))?.token;
+        loop {
+            if ctx.stopped() {
+                return Err(Error::Stopped);
+            }
+            // Always send a token: the stored pending one, or an empty one. The server never
+            // takes "no token" as "client lost its state" then (rule 4), so a page it built for
+            // us but whose answer we never committed is resent, not dropped (spec H1).
+            let mut url = format!(
+                "{}?client_id={}&p_size={}&version=3&source_name={}&token={}",
+                self.app_url(),
+                enc(client_id),
+                ctx.page_size,
+                enc(&src.def.name),
+                enc(&token)
+            );
+            if !ctx.query_params.is_empty() {
+                url.push('&');
+                url.push_str(ctx.query_params.trim_start_matches('&'));
+            }
+            let a = self.transport.get(&url, Some(cookie), Some(client_id))?;
+            if is_unknown_client(&a) {
+                return Err(Error::Server {
+                    status: 500,
+                    message: UNKNOWN_CLIENT.into(),
+                });
+            }
+            if !a.ok() {
+                return Err(status_error(&a));
+            }
+            Self::refresh_cookie(store, &a)?;
+            let page = parse_page(&a.body).map_err(|e| Error::protocol(format!("{} page: {e}", src.def.name)))?;
+            if page.schema_changed {
+                return Err(Error::protocol(
+                    "the server's schema changed: a new bulk sync is needed",
+                ));
+            }
+            let batch = to_batch(&page);
+            let last = page.token.is_empty();
+            if ctx.stopped() {
+                return Err(Error::Stopped);
+            }
+            let stats = store.write(|tx| {
+                let s = crate::store::apply::apply(tx, src, &all, &batch)?;
+                if last {
+                    queue::settle_after_pull(tx, src.id)?;
+                }
+                Ok(s)
+            })?;
+            let count = page.inserts.len() + page.deletes.len();
+            report.pages += 1;
+            report.objects += count;
+            ctx.page(&PageEvent {
+                source: &src.def.name,
+                source_id: src.id,
+                page_objects: count,
+                cumulative_objects: report.objects,
+                server_total: page.total_count,
+                stats: &stats,
+            });
+            if last {
+                return Ok(());
+            }
+            token = page.token.into_owned();
+        }
+    }
+}
+
+/// The CUD body (spec §5.1): create, update and delete sections in queue order.
+fn push_body(source: &str, client_id: &str, b: &PushBatch) -> Vec<u8> {
+    use crate::store::objects::{attrs_json, write_json_str};
+    let mut out = String::from("{\"source_name\":");
+    write_json_str(&mut out, source);
+    out.push_str(",\"client_id\":");
+    write_json_str(&mut out, client_id);
+    for (name, list) in [("create", &b.creates), ("update", &b.updates), ("delete", &b.deletes)] {
+        if list.is_empty() {
+            continue;
+        }
+        out.push_str(&format!(",\"{name}\":{{"));
+        for (i, (id, attrs)) in list.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_json_str(&mut out, id);
+            out.push(':');
+            out.push_str(&attrs_json(
+                attrs.iter().map(|(k, v): (&String, &String)| (k.as_str(), v.as_str())),
+            ));
+        }
+        out.push('}');
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+fn pairs<'a>(attrs: &'a [(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)]) -> Vec<(&'a str, &'a str)> {
+    attrs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect()
+}
+
+/// A page as a protocol-neutral batch (borrowing the page).
+fn to_batch<'a>(p: &'a Page<'a>) -> Batch<'a> {
+    let errs = |list: &'a [super::page::ObjectError<'a>]| -> Vec<ObjectError<'a>> {
+        list.iter()
+            .map(|e| ObjectError {
+                id: e.id.as_ref(),
+                message: e.message.as_ref(),
+                attrs: pairs(&e.attrs),
+            })
+            .collect()
+    };
+    Batch {
+        links: p.links.iter().map(|l| (l.temp_id.as_ref(), l.id.as_ref())).collect(),
+        deletes: p
+            .deletes
+            .iter()
+            .map(|o| (o.id.as_ref(), o.attrs.iter().map(|(k, _)| k.as_ref()).collect()))
+            .collect(),
+        inserts: p.inserts.iter().map(|o| (o.id.as_ref(), pairs(&o.attrs))).collect(),
+        create_errors: errs(&p.create_errors),
+        update_errors: errs(&p.update_errors),
+        delete_errors: errs(&p.delete_errors),
+        rollbacks: p
+            .update_rollback
+            .iter()
+            .map(|o| (o.id.as_ref(), pairs(&o.attrs)))
+            .collect(),
+        source_error: p.source_error.as_ref().map(|e| (e.kind.as_ref(), e.message.as_ref())),
+        checkpoint: Some(p.token.as_ref()),
+        server_total: Some(p.total_count as i64),
+    }
+}
+
+impl Protocol for RhoConnect {
+    fn login(&self, store: &Store, user: &str, password: &str) -> Result<()> {
+        let body = serde_json::json!({"login": user, "password": password, "remember_me": 1}).to_string();
+        let a = self
+            .transport
+            .post_json(&self.url("clientlogin"), body.as_bytes(), None, None)?;
+        if !a.ok() {
+            return Err(status_error(&a));
+        }
+        let cookie = a
+            .session
+            .ok_or_else(|| Error::protocol("login answered 200 without a session cookie"))?;
+        let previous = store.read(meta::client_info)?.user_name;
+        store.write(|tx| {
+            if previous.as_deref().is_some_and(|p| p != user) {
+                // Another user on this device: their client id and sync state are not ours.
+                // (Local data and pending changes stay; the app decides with logout(wipe).)
+                meta::set_client_id(tx, None)?;
+                meta::clear_tokens(tx)?;
+            }
+            meta::set_session(tx, Some(&cookie), Some(user))
+        })?;
+        log::info!("logged in");
+        Ok(())
+    }
+
+    fn sync_source(&self, store: &Store, ctx: &SyncCtx, source: &str) -> Result<SourceReport> {
+        let mut report = SourceReport {
+            name: source.to_owned(),
+            ..SourceReport::default()
+        };
+        let mut recovered = false;
+        loop {
+            let cookie = Self::session(store)?;
+            let src = store.read(|c| meta::source(c, source))?;
+            if !src.def.sync {
+                return Err(Error::invalid(format!("source `{source}` is local only")));
+            }
+            let client_id = self.client_id(store, &cookie)?;
+            let result = self.push(store, ctx, &src, &cookie, &client_id).and_then(|n| {
+                report.pushed += n;
+                self.pull(store, ctx, &src, &cookie, &client_id, &mut report)
+            });
+            match result {
+                Err(Error::Server { status: 500, message }) if message == UNKNOWN_CLIENT && !recovered => {
+                    recovered = true;
+                    Self::recover_unknown_client(store)?;
+                }
+                Err(Error::Unauthorized { message }) => {
+                    // The server no longer accepts the session: logged out (spec §2.3).
+                    store.write(|tx| meta::set_session(tx, None, None))?;
+                    return Err(Error::Unauthorized { message });
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
+        report.local_objects = store.count(source, None)?;
+        Ok(report)
+    }
+
+    fn push_changes_marker(&self, store: &Store, source: &str) -> Result<()> {
+        store.write(|tx| {
+            let src = meta::source(tx, source)?;
+            queue::record_push_marker(tx, src.id)
+        })
+    }
+}

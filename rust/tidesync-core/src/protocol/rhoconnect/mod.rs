@@ -1,0 +1,8 @@
+//! The RhoConnect protocol, version 3.
+
+pub mod client;
+pub mod page;
+pub mod transport;
+
+pub use client::RhoConnect;
+pub use transport::HttpConfig;

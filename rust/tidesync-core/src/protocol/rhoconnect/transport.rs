@@ -1,0 +1,167 @@
+//! HTTP for the RhoConnect client: one ureq agent, timeouts, cookies and client ids, bounded
+//! bodies, and a precise answer to "could the server have received this request?".
+
+use std::time::Duration;
+
+use crate::error::Error;
+
+/// Largest response body accepted (a page of very large objects still fits).
+pub const MAX_BODY: u64 = 256 * 1024 * 1024;
+
+/// Connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to wait for the response head, and for the body.
+    pub read_timeout: Duration,
+    /// Verify TLS certificates (on by default; turning it off is logged).
+    pub ssl_verify_peer: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+            ssl_verify_peer: true,
+        }
+    }
+}
+
+/// An HTTP answer (any status).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// The `rhoconnect_session` cookie as `name=value`, if the answer set one.
+    pub session: Option<String>,
+}
+
+impl Answer {
+    pub fn text(&self) -> String {
+        let t = String::from_utf8_lossy(&self.body);
+        t.chars().take(500).collect()
+    }
+
+    pub fn ok(&self) -> bool {
+        self.status == 200 || self.status == 206
+    }
+}
+
+/// A request that got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The request certainly did not reach the server (DNS, connect, TLS handshake).
+    NotSent(String),
+    /// The request may have been received and processed; the answer was lost.
+    Lost(String),
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::NotSent(r) | Failure::Lost(r) => Error::Network { reason: r },
+        }
+    }
+}
+
+/// The HTTP channel.
+#[derive(Clone)]
+pub(crate) struct Transport {
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").finish_non_exhaustive()
+    }
+}
+
+fn classify(e: ureq::Error) -> Failure {
+    use ureq::Error as E;
+    use ureq::Timeout as T;
+    let msg = e.to_string();
+    match e {
+        E::HostNotFound | E::ConnectionFailed | E::BadUri(_) | E::Tls(_) | E::TlsRequired | E::RequireHttpsOnly(_) => {
+            Failure::NotSent(msg)
+        }
+        E::Rustls(_) | E::Pem(_) => Failure::NotSent(format!("TLS: {msg}")),
+        E::Timeout(T::Resolve | T::Connect) => Failure::NotSent(msg),
+        E::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Failure::NotSent(msg),
+        _ => Failure::Lost(msg),
+    }
+}
+
+impl Transport {
+    pub fn new(cfg: &HttpConfig) -> Self {
+        if !cfg.ssl_verify_peer {
+            log::warn!("TLS certificate verification is OFF (ssl_verify_peer = false)");
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(cfg.connect_timeout))
+            .timeout_recv_response(Some(cfg.read_timeout))
+            .timeout_recv_body(Some(cfg.read_timeout))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .save_redirect_history(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(!cfg.ssl_verify_peer)
+                    .build(),
+            )
+            .build();
+        Self {
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, Failure> {
+        let mut resp = resp.map_err(classify)?;
+        let status = resp.status().as_u16();
+        let session = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                let first = v.split(';').next()?.trim();
+                first.starts_with("rhoconnect_session=").then(|| first.to_owned())
+            });
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(classify)?;
+        Ok(Answer { status, body, session })
+    }
+
+    pub fn get(&self, url: &str, cookie: Option<&str>, client_id: Option<&str>) -> Result<Answer, Failure> {
+        let mut req = self.agent.get(url);
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        if let Some(id) = client_id {
+            req = req.header("X-RhoConnect-CLIENT-ID", id);
+        }
+        Self::finish(req.call())
+    }
+
+    pub fn post_json(
+        &self,
+        url: &str,
+        body: &[u8],
+        cookie: Option<&str>,
+        client_id: Option<&str>,
+    ) -> Result<Answer, Failure> {
+        let mut req = self.agent.post(url).header("Content-Type", "application/json");
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        if let Some(id) = client_id {
+            req = req.header("X-RhoConnect-CLIENT-ID", id);
+        }
+        Self::finish(req.send(body))
+    }
+}

@@ -1,0 +1,225 @@
+//! The local SQLite store: one writer connection (sync and app writes, one transaction at a
+//! time) and one reader (app queries run during a commit thanks to WAL).
+//!
+//! Layout and why (measured figures in ARCHITECTURE.md): property-bag objects are one row per
+//! object with the attributes as a JSON object, so applying a page of N objects is N upserts —
+//! the same order of work as inserting N rows into a plain table — while any attribute set is
+//! still possible and attribute-level diffs are merged in SQL (`json_patch`). Fixed-schema
+//! sources get a real table per source.
+
+pub mod apply;
+pub mod meta;
+pub mod objects;
+pub mod queue;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+
+use crate::error::{Error, Result};
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The store. Safe to share between threads (`Arc<Store>`).
+pub struct Store {
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+    interrupt: rusqlite::InterruptHandle,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -16384;",
+    )?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating or migrating) the database at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] when SQLite fails, [`Error::IncompatibleSchema`] when the file was
+    /// written by a newer build.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::Storage {
+                reason: format!("{}: {e}", dir.display()),
+            })?;
+        }
+        let mut writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        reader.busy_timeout(Duration::from_secs(5))?;
+        reader.set_prepared_statement_cache_capacity(64);
+        let interrupt = writer.get_interrupt_handle();
+        log::info!("store opened (schema v{SCHEMA_VERSION})");
+        Ok(Store {
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            interrupt,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` in one IMMEDIATE write transaction; commits on `Ok`, rolls back on `Err`.
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` on the reader connection (a consistent snapshot per statement; use a
+    /// transaction inside `f` for a multi-statement snapshot).
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.reader.lock();
+        f(&conn)
+    }
+
+    /// Aborts the SQLite statement running on the writer now, if any (`stop_sync`).
+    pub fn interrupt(&self) {
+        self.interrupt.interrupt();
+    }
+
+    /// An engine setting (sync server URL, page size, …), if set.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.read(|c| meta::setting(c, key))
+    }
+
+    /// Stores (or, with `None`, removes) an engine setting.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn set_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        self.write(|tx| meta::set_setting(tx, key, value))
+    }
+
+    /// Rewrites the file so that deleted data leaves no trace in it (after `logout(wipe)`).
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn vacuum(&self) -> Result<()> {
+        let conn = self.writer.lock();
+        conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` when the database is sound.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] with SQLite's findings.
+    pub fn check_integrity(&self) -> Result<()> {
+        let conn = self.writer.lock();
+        let rows: Vec<String> = conn
+            .prepare("PRAGMA integrity_check")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if rows == ["ok"] {
+            Ok(())
+        } else {
+            Err(Error::Storage {
+                reason: format!("integrity check: {}", rows.join("; ")),
+            })
+        }
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    match found {
+        0 => tx.execute_batch(include_str!("sql/schema.sql"))?,
+        v if v > SCHEMA_VERSION => {
+            return Err(Error::IncompatibleSchema {
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        v => (v..SCHEMA_VERSION).try_for_each(|from| upgrade_from(&tx, from))?,
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Forward migration from `from` to `from + 1`. (Version 1 is the first released schema.)
+fn upgrade_from(_tx: &Transaction<'_>, from: u32) -> Result<()> {
+    Err(Error::Storage {
+        reason: format!("no migration from schema version {from}"),
+    })
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_database_gets_the_current_schema_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let s = Store::open(&path).expect("open");
+        s.check_integrity().expect("sound");
+        drop(s);
+        let s = Store::open(&path).expect("reopen");
+        let v: u32 = s
+            .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .expect("version");
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_database_is_refused_with_a_typed_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        drop(Store::open(&path).expect("open"));
+        let c = Connection::open(&path).expect("raw open");
+        c.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump");
+        drop(c);
+        assert_eq!(
+            Store::open(&path).map(|_| ()),
+            Err(Error::IncompatibleSchema {
+                found: SCHEMA_VERSION + 1,
+                supported: SCHEMA_VERSION
+            })
+        );
+    }
+}
