@@ -166,23 +166,13 @@ impl SyncClient {
         self.store.write(|tx| {
             meta::set_session(tx, None, None)?;
             if wipe_data {
-                for src in meta::sources(tx)? {
-                    if let Some(t) = src.fixed_table() {
-                        tx.execute(&format!("DELETE FROM {t}"), [])?;
-                    }
-                }
-                tx.execute_batch(
-                    "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
-                     UPDATE client_info SET client_id = NULL, user_name = NULL, reset_pending = 0;
-                     UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
-                         last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;",
-                )?;
+                crate::protocol::rhoconnect::client::wipe_synced_data(tx)?;
+                tx.execute("UPDATE client_info SET user_name = NULL", [])?;
             }
             Ok(())
         })?;
         if wipe_data {
-            // Reclaim the pages so that no user data stays in the file.
-            self.store.write(|_| Ok(()))?;
+            // Rewrite the file so that no deleted user data stays in free pages or the WAL.
             self.store.vacuum()?;
         }
         Ok(())

@@ -208,6 +208,21 @@ fn record_errors(c: &Connection, src: &SourceRow, b: &Batch<'_>, stats: &mut App
         ("delete", &b.delete_errors),
     ] {
         for e in list.iter() {
+            if kind == "delete" {
+                // A delete re-sent because the first attempt's outcome was unknown: that
+                // attempt's own error would have arrived in the pull after it, so an error now
+                // means the first attempt did delete the object. Done, not failed.
+                let done = c
+                    .prepare_cached(
+                        "DELETE FROM changes WHERE source_id = ?1 AND object = ?2 AND op = 'delete'
+                         AND retried_unknown = 1 AND state IN ('sent', 'unknown', 'deferred', 'in_flight')",
+                    )?
+                    .execute(params![src.id, e.id])?;
+                if done > 0 {
+                    log::info!("delete of an object already deleted by an earlier attempt: done");
+                    continue;
+                }
+            }
             stats.errors += 1;
             c.prepare_cached("DELETE FROM sync_errors WHERE source_id = ?1 AND kind = ?2 AND object = ?3")?
                 .execute(params![src.id, kind, e.id])?;

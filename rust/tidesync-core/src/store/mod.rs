@@ -11,6 +11,8 @@ pub mod apply;
 pub mod meta;
 pub mod objects;
 pub mod queue;
+#[cfg(test)]
+mod queue_tests;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -306,7 +306,7 @@ pub(crate) fn push_finished(c: &Connection, source_id: i64, push_id: i64, outcom
              UPDATE changes SET state = CASE op WHEN 'create' THEN 'awaiting_link' ELSE 'sent' END
                  WHERE source_id = ?1 AND push_id = ?2 AND state = 'in_flight';
              UPDATE changes SET state = CASE op WHEN 'create' THEN 'awaiting_link' ELSE 'sent' END
-                 WHERE source_id = ?1 AND state = 'deferred';"
+                 WHERE source_id = ?1 AND state = 'deferred' AND ?2 IS NOT NULL;"
         }
         PushOutcome::Rejected => {
             "UPDATE changes SET state = 'pending' WHERE source_id = ?1 AND push_id = ?2 AND state = 'in_flight';"
@@ -345,7 +345,9 @@ pub(crate) fn settle_after_pull(c: &Connection, source_id: i64) -> Result<()> {
     }
     c.prepare_cached("DELETE FROM changes WHERE source_id = ?1 AND state = 'sent'")?
         .execute([source_id])?;
-    c.prepare_cached("UPDATE changes SET state = 'pending' WHERE source_id = ?1 AND state = 'unknown'")?
-        .execute([source_id])?;
+    c.prepare_cached(
+        "UPDATE changes SET state = 'pending', retried_unknown = 1 WHERE source_id = ?1 AND state = 'unknown'",
+    )?
+    .execute([source_id])?;
     Ok(())
 }

@@ -282,6 +282,22 @@ impl RhoConnect {
     }
 }
 
+/// Removes every synced object, error and sync state (a different user signs in).
+pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
+    for src in meta::sources(tx)? {
+        if let Some(t) = src.fixed_table() {
+            tx.execute(&format!("DELETE FROM {t}"), [])?;
+        }
+    }
+    tx.execute_batch(
+        "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
+         UPDATE client_info SET client_id = NULL, reset_pending = 0;
+         UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
+             last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;",
+    )?;
+    Ok(())
+}
+
 /// The CUD body (spec §5.1): create, update and delete sections in queue order.
 fn push_body(source: &str, client_id: &str, b: &PushBatch) -> Vec<u8> {
     use crate::store::objects::{attrs_json, write_json_str};
@@ -359,13 +375,19 @@ impl Protocol for RhoConnect {
         let cookie = a
             .session
             .ok_or_else(|| Error::protocol("login answered 200 without a session cookie"))?;
-        let previous = store.read(meta::client_info)?.user_name;
         store.write(|tx| {
+            let previous = meta::client_info(tx)?.user_name;
             if previous.as_deref().is_some_and(|p| p != user) {
-                // Another user on this device: their client id and sync state are not ours.
-                // (Local data and pending changes stay; the app decides with logout(wipe).)
-                meta::set_client_id(tx, None)?;
-                meta::clear_tokens(tx)?;
+                // Another user on this device. Their unsent changes must neither be lost nor be
+                // pushed under this user's session: refuse until they are synced or wiped.
+                let unsent: i64 = tx.query_row("SELECT count(*) FROM changes", [], |r| r.get(0))?;
+                if unsent > 0 {
+                    return Err(Error::invalid(format!(
+                        "the previous user has {unsent} unsent changes: sync them, or logout(wipe_data = true) first"
+                    )));
+                }
+                // Their data and sync state are not this user's.
+                wipe_synced_data(tx)?;
             }
             meta::set_session(tx, Some(&cookie), Some(user))
         })?;

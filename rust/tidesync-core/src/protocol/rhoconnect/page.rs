@@ -1766,10 +1766,15 @@ mod tests {
         let escaped = wrap(&format!(r#"{{"metadata":"{}\n"}}"#, "m".repeat(MAX_VALUE_LEN)));
         assert_eq!(err(&escaped), PageError::TooLarge { limit: MAX_VALUE_LEN });
         let number = wrap(&format!(
-            r#"{{"insert":{{"1":{{"a":1{}}}}}}}"#,
-            "0".repeat(MAX_VALUE_LEN)
+            r#"{{"insert":{{"1":{{"a":0.{}}}}}}}"#,
+            "0".repeat(MAX_VALUE_LEN - 1)
         ));
         assert_eq!(err(&number), PageError::TooLarge { limit: MAX_VALUE_LEN });
+        // serde_json rejects numbers beyond the f64 range.
+        assert!(matches!(
+            err(&wrap(r#"{"insert":{"1":{"a":1e400}}}"#)),
+            PageError::Json(_)
+        ));
 
         let id = |len: usize| wrap(&format!(r#"{{"delete":{{"{}":{{}}}}}}"#, "9".repeat(len)));
         assert_eq!(page_of(id(MAX_ID_LEN)).deletes[0].id.len(), MAX_ID_LEN);

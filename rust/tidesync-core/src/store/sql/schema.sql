@@ -50,6 +50,7 @@ CREATE TABLE changes (
         CHECK (state IN ('pending', 'in_flight', 'awaiting_link', 'sent', 'unknown', 'deferred', 'failed')),
     push_id INTEGER,                         -- the push that carried it
     push_pos INTEGER,                        -- its position in that push's section
+    retried_unknown INTEGER NOT NULL DEFAULT 0, -- re-sent after an unknown outcome
     error TEXT
 );
 CREATE INDEX changes_by_object ON changes (source_id, object);
