@@ -24,6 +24,9 @@ cargo fmt --all -- --check
 step "cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "cargo build (the tidesync binary the CLI tests run)"
+cargo build --locked -p tidesync-cli
+
 step "cargo test"
 cargo test --workspace --locked
 

@@ -8,3 +8,4 @@
 mod bad_input;
 mod concurrency;
 mod conformance;
+mod sync_e2e;

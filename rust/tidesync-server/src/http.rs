@@ -91,7 +91,7 @@ impl Req {
     async fn read(state: &State, req: Request) -> Result<Req, Response> {
         let (parts, body) = req.into_parts();
         let limit = state.config().body_limit;
-        let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        let body = read_body(body, limit).await.ok_or_else(|| {
             Reply::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 TEXT,
@@ -194,6 +194,31 @@ impl Req {
             .or_else(|| self.header("x-rhoconnect-client-id").map(str::to_owned))
     }
 }
+
+/// Reads a body of at most `limit` bytes. A larger body is read on and discarded (up to
+/// [`DRAIN_LIMIT`]) so that the client finishes sending and sees the `413`, instead of a
+/// connection reset in the middle of its upload; `None` then.
+async fn read_body(body: Body, limit: usize) -> Option<Bytes> {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return None };
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_LIMIT {
+                return None;
+            }
+        }
+    }
+    (seen <= limit).then(|| buf.freeze())
+}
+
+/// How much of an oversized body is read and discarded before the connection is closed.
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
 
 /// The variable segments of REST paths: `/app/v1/<source>[/<id>]`, `/rc/v1/clients/<id>/…`.
 fn path_params(path: &str) -> Vec<String> {
