@@ -8,4 +8,6 @@
 mod bad_input;
 mod concurrency;
 mod conformance;
+mod sync_bad_pages;
 mod sync_e2e;
+mod sync_search;

@@ -21,7 +21,7 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use model::{Attrs, BelongsTo, ModelKind, Object, Partition, SourceDef};
-pub use protocol::{PageEvent, SourceReport, SyncCtx, SyncObserver};
+pub use protocol::{PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver};
 pub use query::{Cond, Query};
 pub use store::Store;
 pub use sync::{

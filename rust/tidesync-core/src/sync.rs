@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::model::{Attrs, Object, SourceDef};
 use crate::protocol::rhoconnect::{HttpConfig, RhoConnect};
-use crate::protocol::{Protocol, SourceReport, SyncCtx, SyncObserver};
+use crate::protocol::{Protocol, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver};
 use crate::query::{Cond, Query};
 use crate::store::Store;
 use crate::store::meta::{self, SourceRow};
@@ -268,6 +268,23 @@ impl SyncClient {
     /// Unknown source, storage.
     pub fn push_changes(&self, source: &str) -> Result<()> {
         self.protocol.push_changes_marker(&self.store, source)
+    }
+
+    /// Searches the server (spec §7); found objects are stored like synced ones.
+    ///
+    /// # Errors
+    /// Not logged in, unknown or local-only source, network, server, protocol.
+    pub fn search(&self, request: &SearchRequest, observer: Option<Arc<dyn SyncObserver>>) -> Result<SearchReport> {
+        let ctx = self.ctx(&SyncOptions::default(), observer);
+        self.protocol.search(&self.store, &ctx, request)
+    }
+
+    /// Registers this device for push messages (`clientregister`); an empty pin unregisters.
+    ///
+    /// # Errors
+    /// Not logged in, network, server.
+    pub fn register_push(&self, device: &PushRegistration) -> Result<()> {
+        self.protocol.register_push(&self.store, device)
     }
 
     /// Starts over with the server: a new client id at the next sync, every token cleared, the

@@ -114,4 +114,48 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// Unknown source, storage.
     fn push_changes_marker(&self, store: &Store, source: &str) -> Result<()>;
+
+    /// Runs a server-side search over `request.sources`; found objects land in the store.
+    ///
+    /// # Errors
+    /// Typed errors; pages already applied stay applied.
+    fn search(&self, store: &Store, ctx: &SyncCtx, request: &SearchRequest) -> Result<SearchReport>;
+
+    /// Registers the device for push messages (`device_pin` empty: unregister).
+    ///
+    /// # Errors
+    /// Not logged in, network, server.
+    fn register_push(&self, store: &Store, device: &PushRegistration) -> Result<()>;
+}
+
+/// A server-side search.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchRequest {
+    /// Sources to search, in order.
+    pub sources: Vec<String>,
+    /// Search parameters, sent as `search[name]=value` (e.g. `name` → `Product 2`; `offset`
+    /// and `max_results` are passed the same way for adapters that use them).
+    pub params: Vec<(String, String)>,
+    /// Push the local changes of the searched sources first.
+    pub sync_changes: bool,
+}
+
+/// What a search brought.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchReport {
+    /// Objects received per source.
+    pub objects: Vec<(String, usize)>,
+    /// Server errors per source (`search-error`).
+    pub errors: Vec<(String, String)>,
+}
+
+/// Push-registration data (RhoConnect `clientregister`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushRegistration {
+    /// The push token (FCM / APNs); empty to unregister.
+    pub device_pin: String,
+    /// `Android`, `APPLE`, …
+    pub device_type: String,
+    /// Push provider id (e.g. `fcm`), may be empty.
+    pub push_type: String,
 }

@@ -1,10 +1,10 @@
 //! The RhoConnect client: login, client identity, push, and the pull loop that never loses a
 //! page (spec §2–5, §12).
 
-use super::page::{Page, parse_page};
+use super::page::{Page, parse_page, parse_search};
 use super::transport::{Answer, Failure, HttpConfig, Transport};
 use crate::error::{Error, Result};
-use crate::protocol::{PageEvent, Protocol, SourceReport, SyncCtx};
+use crate::protocol::{PageEvent, Protocol, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx};
 use crate::store::Store;
 use crate::store::apply::{Batch, ObjectError};
 use crate::store::meta::{self, SourceRow};
@@ -437,5 +437,130 @@ impl Protocol for RhoConnect {
             let src = meta::source(tx, source)?;
             queue::record_push_marker(tx, src.id)
         })
+    }
+
+    fn search(&self, store: &Store, ctx: &SyncCtx, request: &SearchRequest) -> Result<SearchReport> {
+        let cookie = Self::session(store)?;
+        let client_id = self.client_id(store, &cookie)?;
+        let mut sources: Vec<SourceRow> = Vec::new();
+        for name in &request.sources {
+            let src = store.read(|c| meta::source(c, name))?;
+            if !src.def.sync {
+                return Err(Error::invalid(format!("source `{name}` is local only")));
+            }
+            if request.sync_changes {
+                self.push(store, ctx, &src, &cookie, &client_id)?;
+            }
+            sources.push(src);
+        }
+        let all = store.read(meta::sources)?;
+        let mut report = SearchReport {
+            objects: sources.iter().map(|s| (s.def.name.clone(), 0)).collect(),
+            errors: Vec::new(),
+        };
+        // Search tokens are kept apart from query tokens (spec H9).
+        let mut active: Vec<(SourceRow, Option<String>)> = sources.into_iter().map(|s| (s, None)).collect();
+        for _round in 0..100_000 {
+            if active.is_empty() {
+                break;
+            }
+            if ctx.stopped() {
+                return Err(Error::Stopped);
+            }
+            let mut url = format!(
+                "{}?client_id={}&p_size={}&version=3",
+                self.url("search"),
+                enc(&client_id),
+                ctx.page_size
+            );
+            for (k, v) in &request.params {
+                url.push_str(&format!("&{}={}", enc(&format!("search[{k}]")), enc(v)));
+            }
+            for (src, token) in &active {
+                url.push_str(&format!("&{}={}", enc("sources[][name]"), enc(&src.def.name)));
+                if let Some(t) = token {
+                    url.push_str(&format!("&{}={}", enc("sources[][token]"), enc(t)));
+                }
+            }
+            let a = self.transport.get(&url, Some(&cookie), Some(&client_id))?;
+            if !a.ok() {
+                return Err(status_error(&a));
+            }
+            let pages = parse_search(&a.body).map_err(|e| Error::protocol(format!("search answer: {e}")))?;
+            let mut next: Vec<(SourceRow, Option<String>)> = Vec::new();
+            for page in &pages {
+                let name = page.source.as_deref().unwrap_or_default();
+                let Some(pos) = active.iter().position(|(s, _)| s.def.name == name) else {
+                    return Err(Error::protocol(format!("search answer for unexpected source `{name}`")));
+                };
+                let src = active[pos].0.clone();
+                if let Some(e) = &page.search_error {
+                    report.errors.push((name.to_owned(), e.message.to_string()));
+                    continue;
+                }
+                let batch = Batch {
+                    inserts: page.inserts.iter().map(|o| (o.id.as_ref(), pairs(&o.attrs))).collect(),
+                    ..Batch::default()
+                };
+                let token = page.token.to_string();
+                let stats = store.write(|tx| {
+                    let s = crate::store::apply::apply(tx, &src, &all, &batch)?;
+                    tx.execute(
+                        "UPDATE sources SET search_token = ?1 WHERE id = ?2",
+                        rusqlite::params![token, src.id],
+                    )?;
+                    Ok(s)
+                })?;
+                if let Some(r) = report.objects.iter_mut().find(|(n, _)| n == name) {
+                    r.1 += page.inserts.len();
+                    ctx.page(&PageEvent {
+                        source: name,
+                        source_id: src.id,
+                        page_objects: page.inserts.len(),
+                        cumulative_objects: r.1,
+                        server_total: page.total_count,
+                        stats: &stats,
+                    });
+                }
+                if !page.token.is_empty() && !page.inserts.is_empty() {
+                    next.push((src, Some(token)));
+                }
+            }
+            // Sources absent from the answer (an empty inner array) are done.
+            for (src, _) in &active {
+                if !next.iter().any(|(s, _)| s.id == src.id) {
+                    store.write(|tx| {
+                        tx.execute("UPDATE sources SET search_token = '' WHERE id = ?1", [src.id])?;
+                        Ok(())
+                    })?;
+                }
+            }
+            active = next;
+        }
+        Ok(report)
+    }
+
+    fn register_push(&self, store: &Store, device: &PushRegistration) -> Result<()> {
+        let cookie = Self::session(store)?;
+        let client_id = self.client_id(store, &cookie)?;
+        let mut body = serde_json::json!({
+            "client_id": client_id,
+            "device_pin": device.device_pin,
+            "device_port": "100",
+            "device_type": device.device_type,
+        });
+        if !device.push_type.is_empty() {
+            body["device_push_type"] = serde_json::Value::String(device.push_type.clone());
+        }
+        let a = self.transport.post_json(
+            &self.url("clientregister"),
+            body.to_string().as_bytes(),
+            Some(&cookie),
+            None,
+        )?;
+        if !a.ok() {
+            return Err(status_error(&a));
+        }
+        Self::refresh_cookie(store, &a)
     }
 }
