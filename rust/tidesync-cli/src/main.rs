@@ -1,6 +1,8 @@
 //! `tidesync`: run the reference RhoConnect-compatible server (and, as the engine grows, sync,
 //! demo and benchmark against it).
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,6 +31,18 @@ enum Command {
     Serve(ServeArgs),
     /// Sync a local database with a RhoConnect server (any RhoConnect-compatible URL).
     Sync(SyncArgs),
+    /// Measure sync speed, memory, latency against the raw-SQLite ceiling (loopback only).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Print the figures as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Small sizes (a smoke test of the whole path, for CI), not the full benchmark.
+    #[arg(long)]
+    quick: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -58,6 +72,9 @@ struct SyncArgs {
     /// Print one JSON summary as the last stdout line.
     #[arg(long)]
     json: bool,
+    /// Add this process's peak RSS (`peak_rss_kb`) to the JSON summary (used by `bench`).
+    #[arg(long, hide = true)]
+    report_rss: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -122,6 +139,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(args),
+        Command::Bench(args) => bench::run(
+            if args.quick {
+                bench::Sizes::quick()
+            } else {
+                bench::Sizes::full()
+            },
+            args.json,
+        )
+        .map(|_| ()),
     }
 }
 
@@ -183,10 +209,11 @@ fn sync(args: SyncArgs) -> Result<()> {
         }
         println!("synced in {:.2} s", started.elapsed().as_secs_f64());
     } else {
-        println!(
-            "{}",
-            serde_json::json!({"ok": ok, "sources": sources, "errors": errors})
-        );
+        let mut summary = serde_json::json!({"ok": ok, "sources": sources, "errors": errors});
+        if args.report_rss {
+            summary["peak_rss_kb"] = serde_json::json!(bench::peak_rss_kb());
+        }
+        println!("{summary}");
     }
     if !ok {
         std::process::exit(2);
