@@ -35,3 +35,6 @@ scripts/smoke-serve.sh
 
 step "CLI smoke: tidesync bench --quick (the whole bench path at small sizes; figures not checked)"
 ./target/debug/tidesync bench --quick --json | tail -1 | python3 -c 'import json,sys; f=json.load(sys.stdin); assert f["initial_sync_objects_per_s"] > 0 and f["ratio_to_raw"] > 0, f; print("bench smoke: 1 passed, 0 failed")'
+
+step "Kotlin tier: UniFFI bindings + JUnit on the host JVM against the reference server"
+scripts/test-kotlin.sh

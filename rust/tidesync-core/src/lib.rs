@@ -12,6 +12,7 @@
 //! # Ok::<(), tidesync_core::Error>(())
 //! ```
 
+pub mod engine;
 pub mod error;
 pub mod model;
 pub mod protocol;
@@ -19,6 +20,10 @@ pub mod query;
 pub mod store;
 pub mod sync;
 
+pub use engine::{
+    Engine, EngineConfig, EngineState, EngineStats, ErrorCode, LoginResult, NotificationHandle, ObjectListener,
+    ObjectNotification, SyncListener, SyncLock, SyncNotification, SyncStatus,
+};
 pub use error::{Error, Result};
 pub use model::{Attrs, BelongsTo, ModelKind, Object, Partition, SourceDef};
 pub use protocol::{PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver};

@@ -239,8 +239,14 @@ impl SyncClient {
     /// is stopped.
     ///
     /// # Errors
-    /// Storage errors reading the sources; per-source errors are in the report.
+    /// [`Error::Unauthorized`] when not logged in; storage errors reading the sources;
+    /// per-source errors are in the report.
     pub fn sync_all(&self, opts: &SyncOptions, observer: Option<Arc<dyn SyncObserver>>) -> Result<SyncReport> {
+        if !self.is_logged_in()? {
+            return Err(Error::Unauthorized {
+                message: "not logged in".into(),
+            });
+        }
         let ctx = self.ctx(opts, observer);
         let mut report = SyncReport::default();
         for src in sync_order(self.store.sources()?) {

@@ -1,0 +1,344 @@
+//! One sync run on the worker: the sources in order, one final event each, and the run event.
+//! The engine drives the sources itself (not `SyncClient::sync_all`) so that each source's
+//! final event is sent when that source ends, before the next one starts.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::Shared;
+use super::notifier::{Delivery, ObjectChanges};
+use super::notify::{ErrorCode, SourceOutcome, SyncNotification, SyncStatus};
+use super::worker;
+use crate::error::{Error, Result};
+use crate::protocol::{PageEvent, SourceReport, SyncObserver};
+use crate::store::meta::SourceRow;
+use crate::store::queue;
+use crate::sync::{SyncClient, SyncOptions, SyncReport};
+
+/// The reason text the client uses for a `schema-changed` page (until the core has a typed
+/// error for it).
+const SCHEMA_CHANGED: &str = "schema changed";
+
+/// How a source ended, for its final event.
+struct End {
+    status: SyncStatus,
+    code: ErrorCode,
+    message: String,
+}
+
+impl End {
+    fn of(result: &Result<SourceReport>, stopped: bool, not_logged_in: bool) -> End {
+        match result {
+            Ok(_) => End {
+                status: SyncStatus::Ok,
+                code: ErrorCode::None,
+                message: String::new(),
+            },
+            Err(e) if stopped || *e == Error::Stopped => End {
+                status: SyncStatus::Cancelled,
+                code: ErrorCode::CancelledByUser,
+                message: e.to_string(),
+            },
+            Err(e) if not_logged_in => End {
+                status: SyncStatus::Error,
+                code: ErrorCode::ClientNotLoggedIn,
+                message: ErrorCode::message_of(e),
+            },
+            Err(Error::Protocol { reason }) if reason.contains(SCHEMA_CHANGED) => End {
+                status: SyncStatus::SchemaChanged,
+                code: ErrorCode::UnexpectedServerResponse,
+                message: reason.clone(),
+            },
+            Err(e) => End {
+                status: SyncStatus::Error,
+                code: ErrorCode::of(e),
+                message: ErrorCode::message_of(e),
+            },
+        }
+    }
+}
+
+fn not_logged_in() -> Error {
+    Error::Unauthorized {
+        message: "not logged in".into(),
+    }
+}
+
+/// Sources to sync, by priority, with belongs_to parents moved before their children (the same
+/// order as `SyncClient::sync_all`).
+fn sync_order(mut sources: Vec<SourceRow>) -> Vec<SourceRow> {
+    sources.retain(|s| s.def.sync);
+    let mut out: Vec<SourceRow> = Vec::with_capacity(sources.len());
+    let mut rest = sources;
+    while !rest.is_empty() {
+        let pos = rest
+            .iter()
+            .position(|s| {
+                s.def
+                    .belongs_to
+                    .iter()
+                    .all(|b| b.source == s.def.name || !rest.iter().any(|p| p.def.name == b.source))
+            })
+            .unwrap_or(0);
+        out.push(rest.remove(pos));
+    }
+    out
+}
+
+/// A sync of every synced source (`dosync`, or a poll).
+pub(crate) fn sync_all(
+    shared: &Arc<Shared>,
+    client: &Arc<SyncClient>,
+    epoch: u64,
+    opts: &SyncOptions,
+    poll: bool,
+) -> Result<SyncReport> {
+    let prepared = client
+        .store()
+        .sources()
+        .and_then(|s| Ok((sync_order(s), client.is_logged_in()?)));
+    let (plan, logged_in) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let mut n = SyncNotification::run(SyncStatus::Error, Vec::new());
+            n.error_code = ErrorCode::of(&e);
+            n.error_message = ErrorCode::message_of(&e);
+            shared.notifier.push(Delivery::Sync(n));
+            return Err(e);
+        }
+    };
+    if poll && !logged_in {
+        log::debug!("poll skipped: not logged in");
+        return Ok(SyncReport::default());
+    }
+    let mut report = SyncReport::default();
+    let mut outcomes = Vec::with_capacity(plan.len());
+    let mut fatal: Option<Error> = None;
+    for src in &plan {
+        let name = src.def.name.as_str();
+        if opts.only_changed_sources && logged_in {
+            match client.store().read(|c| queue::has_pending(c, src.id)) {
+                Ok(false) => continue,
+                Ok(true) => {}
+                Err(e) => log::warn!("reading the change queue of {name}: {e}"),
+            }
+        }
+        let skipped = if shared.stopped_since(epoch) {
+            let r = Err(Error::Stopped);
+            Some((End::of(&r, true, false), r))
+        } else if !logged_in {
+            let r = Err(not_logged_in());
+            Some((End::of(&r, false, true), r))
+        } else if let Some(f) = &fatal {
+            let r = Err(f.clone());
+            let mut end = End::of(&r, false, false);
+            end.message = format!("skipped: {}", end.message);
+            Some((end, r))
+        } else {
+            None
+        };
+        let (result, end) = match skipped {
+            Some((end, r)) => {
+                // A source the run did not start still gets its one final event.
+                let total = src.server_total.and_then(|t| u64::try_from(t).ok());
+                final_event(shared, Some(src.id), name, &end, total, 0);
+                (r, end)
+            }
+            None => {
+                let r = sync_source(shared, client, epoch, src, opts, false);
+                let end = End::of(&r, shared.stopped_since(epoch), false);
+                (r, end)
+            }
+        };
+        if let Err(e @ (Error::Unauthorized { .. } | Error::Storage { .. })) = &result
+            && fatal.is_none()
+        {
+            fatal = Some(e.clone());
+        }
+        outcomes.push(SourceOutcome {
+            source_name: name.to_owned(),
+            status: end.status,
+            error_code: end.code,
+            error_message: end.message.clone(),
+        });
+        report.sources.push((name.to_owned(), result));
+    }
+    let cancelled = outcomes.iter().any(|o| o.status == SyncStatus::Cancelled);
+    let mut n = SyncNotification::run(
+        if cancelled {
+            SyncStatus::Cancelled
+        } else {
+            SyncStatus::Complete
+        },
+        outcomes,
+    );
+    if cancelled {
+        n.error_code = ErrorCode::CancelledByUser;
+        n.error_message = Error::Stopped.to_string();
+    }
+    shared.notifier.push(Delivery::Sync(n));
+    Ok(report)
+}
+
+/// A sync of one source (`dosync_source`), or `push_changes`: no run event.
+pub(crate) fn sync_one(
+    shared: &Arc<Shared>,
+    client: &Arc<SyncClient>,
+    epoch: u64,
+    name: &str,
+    opts: &SyncOptions,
+    push_marker: bool,
+) -> Result<SourceReport> {
+    let prepared = client.store().sources().and_then(|all| {
+        let src = all
+            .into_iter()
+            .find(|s| s.def.name == name)
+            .ok_or_else(|| Error::invalid(format!("unknown source `{name}`")))?;
+        Ok((src, client.is_logged_in()?))
+    });
+    match prepared {
+        Err(e) => {
+            let end = End::of(&Err(e.clone()), false, false);
+            final_event(shared, None, name, &end, None, 0);
+            Err(e)
+        }
+        Ok((src, false)) => {
+            let r = Err(not_logged_in());
+            final_event(shared, Some(src.id), name, &End::of(&r, false, true), None, 0);
+            r
+        }
+        Ok((src, true)) => sync_source(shared, client, epoch, &src, opts, push_marker),
+    }
+}
+
+fn final_event(shared: &Shared, id: Option<i64>, name: &str, end: &End, total: Option<u64>, cumulative: u64) {
+    let mut n = SyncNotification::source(id, name, end.status, true);
+    n.total_count = total;
+    n.cumulative_count = cumulative;
+    n.error_code = end.code;
+    n.error_message = end.message.clone();
+    shared.notifier.push(Delivery::Sync(n));
+}
+
+/// Syncs one source with an observer, then sends its final event and object changes.
+fn sync_source(
+    shared: &Arc<Shared>,
+    client: &Arc<SyncClient>,
+    epoch: u64,
+    src: &SourceRow,
+    opts: &SyncOptions,
+    push_marker: bool,
+) -> Result<SourceReport> {
+    let name = src.def.name.as_str();
+    let obs = Arc::new(PageObserver {
+        shared: shared.clone(),
+        client: client.clone(),
+        epoch,
+        source_id: src.id,
+        name: name.to_owned(),
+        progress: Mutex::new(Progress::default()),
+    });
+    let result = if shared.stopped_since(epoch) || !worker::enter(shared, epoch) {
+        Err(Error::Stopped)
+    } else {
+        let marker = if push_marker { client.push_changes(name) } else { Ok(()) };
+        marker.and_then(|()| client.sync_source(name, opts, Some(obs.clone() as Arc<dyn SyncObserver>)))
+    };
+    let progress = std::mem::take(&mut *obs.progress.lock());
+    let stopped = shared.stopped_since(epoch);
+    let end = End::of(&result, stopped, false);
+    // A request that failed because of the stop (e.g. a read timeout) is reported as stopped.
+    let result = match result {
+        Err(_) if stopped => Err(Error::Stopped),
+        r => r,
+    };
+    let total = progress
+        .total
+        .or_else(|| src.server_total.and_then(|t| u64::try_from(t).ok()));
+    final_event(shared, Some(src.id), name, &end, total, progress.cumulative);
+    if !progress.objects.is_empty() {
+        shared
+            .notifier
+            .push(Delivery::Objects(progress.objects.into_notification(name)));
+    }
+    result
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    cumulative: u64,
+    total: Option<u64>,
+    restopped: bool,
+    objects: ObjectChanges,
+}
+
+/// Turns committed pages into notifications, and is the worker's page boundary: the sync mutex
+/// is honoured here, after the page's transaction and before the next request.
+struct PageObserver {
+    shared: Arc<Shared>,
+    client: Arc<SyncClient>,
+    epoch: u64,
+    source_id: i64,
+    name: String,
+    progress: Mutex<Progress>,
+}
+
+impl PageObserver {
+    /// A stop that raced with the start of `SyncClient::sync_source` (its stop signal is read
+    /// when the call begins) is passed on once more.
+    fn pass_on_stop(&self) {
+        let first = !std::mem::replace(&mut self.progress.lock().restopped, true);
+        if first {
+            self.client.stop();
+        }
+    }
+}
+
+impl SyncObserver for PageObserver {
+    fn on_page(&self, e: &PageEvent<'_>) {
+        let page = e.page_objects as u64;
+        let cumulative = e.cumulative_objects as u64;
+        let mut events = Vec::with_capacity(2);
+        if page > 0 {
+            let mut n = SyncNotification::source(Some(self.source_id), &self.name, SyncStatus::InProgress, false);
+            n.total_count = Some(e.server_total);
+            n.processed_count = page;
+            n.cumulative_count = cumulative;
+            events.push(n);
+        }
+        if e.stats.errors > 0 {
+            let mut n = SyncNotification::source(Some(self.source_id), &self.name, SyncStatus::Error, false);
+            n.total_count = Some(e.server_total);
+            n.processed_count = page;
+            n.cumulative_count = cumulative;
+            n.error_code = ErrorCode::CustomSyncServer;
+            n.server_errors = self.client.sync_errors(&self.name).unwrap_or_else(|err| {
+                log::warn!("reading the server errors of {}: {err}", self.name);
+                Vec::new()
+            });
+            n.error_message = n
+                .server_errors
+                .iter()
+                .find(|r| r.kind == "source")
+                .map(|r| r.message.clone())
+                .unwrap_or_default();
+            events.push(n);
+        }
+        let mut changes = ObjectChanges::default();
+        self.shared.notifier.watched_changes(&self.name, e.stats, &mut changes);
+        {
+            let mut p = self.progress.lock();
+            p.cumulative = cumulative;
+            p.total = Some(e.server_total);
+            p.objects.created.extend(changes.created);
+            p.objects.changed.extend(changes.changed);
+        }
+        for n in events {
+            self.shared.notifier.push(Delivery::Sync(n));
+        }
+        if self.shared.stopped_since(self.epoch) || !worker::enter(&self.shared, self.epoch) {
+            self.pass_on_stop();
+        }
+    }
+}
