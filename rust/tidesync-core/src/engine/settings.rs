@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use super::Engine;
+use super::command::Command;
 use crate::error::{Error, Result};
 use crate::protocol::rhoconnect::{HttpConfig, RhoConnect};
 use crate::store::Store;
@@ -148,6 +150,99 @@ pub(crate) fn persist(store: &Store, s: &Settings) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Settings of a running engine (stored at once; see the module docs).
+impl Engine {
+    /// Sets the poll interval in seconds (0: no polling) and returns the old one. It takes
+    /// effect at once: the next poll is `seconds` from now. Stored.
+    pub fn set_poll_interval(&self, seconds: u32) -> u32 {
+        let old = std::mem::replace(&mut self.shared.settings.lock().poll_interval, seconds);
+        if let Err(e) = self.store().set_setting(KEY_POLL_INTERVAL, Some(&seconds.to_string())) {
+            log::warn!("storing the poll interval: {e}");
+        }
+        let mut st = self.shared.state.lock();
+        st.poll_every = Duration::from_secs(seconds.into());
+        st.next_poll = None;
+        self.shared.state_cv.notify_all();
+        old
+    }
+
+    /// Seconds between polls (0: off).
+    pub fn poll_interval(&self) -> u32 {
+        self.shared.settings.lock().poll_interval
+    }
+
+    /// Sets the page size for the next runs and returns the old one. Stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for 0; storage.
+    pub fn set_page_size(&self, objects: u32) -> Result<u32> {
+        check_page_size(objects)?;
+        self.update_setting(KEY_PAGE_SIZE, objects.to_string(), |s| {
+            std::mem::replace(&mut s.page_size, objects)
+        })
+    }
+
+    /// Objects per page.
+    pub fn page_size(&self) -> u32 {
+        self.shared.settings.lock().page_size
+    }
+
+    /// Turns TLS certificate verification on or off for the next runs; returns the old value.
+    /// Stored.
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn set_ssl_verify_peer(&self, verify: bool) -> Result<bool> {
+        self.update_setting(KEY_SSL_VERIFY_PEER, verify.to_string(), |s| {
+            std::mem::replace(&mut s.ssl_verify_peer, verify)
+        })
+    }
+
+    /// Whether TLS certificates are verified.
+    pub fn ssl_verify_peer(&self) -> bool {
+        self.shared.settings.lock().ssl_verify_peer
+    }
+
+    /// Changes the sync server and returns the old URL. A different URL is a new account (as
+    /// RhoConnect `set_syncserver`): the running sync is stopped, and before the next command
+    /// the client id, every token, the synced copies of objects (not queued local changes) and
+    /// the session are cleared — log in again. Stored.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a URL that is not `http://` or `https://`; storage.
+    pub fn set_sync_server(&self, url: &str) -> Result<String> {
+        check_url(url)?;
+        let old = self.sync_server();
+        if old == url {
+            return Ok(old);
+        }
+        self.store().set_setting(KEY_SYNC_SERVER, Some(url))?;
+        self.shared.settings.lock().sync_server = url.to_owned();
+        self.shared.signal_stop_syncs();
+        self.submit(Command::Reconfigure { new_account: true }, None);
+        Ok(old)
+    }
+
+    /// The sync server URL.
+    pub fn sync_server(&self) -> String {
+        self.shared.settings.lock().sync_server.clone()
+    }
+
+    fn update_setting<T>(&self, key: &str, value: String, set: impl FnOnce(&mut Settings) -> T) -> Result<T> {
+        self.store().set_setting(key, Some(&value))?;
+        let (old, changed) = {
+            let mut s = self.shared.settings.lock();
+            let before = s.clone();
+            let old = set(&mut s);
+            (old, *s != before)
+        };
+        if changed {
+            self.submit(Command::Reconfigure { new_account: false }, None);
+        }
+        Ok(old)
+    }
 }
 
 #[cfg(test)]

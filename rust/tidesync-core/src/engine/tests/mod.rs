@@ -20,6 +20,15 @@ use super::{Engine, EngineConfig, EngineState, SyncNotification, SyncStatus};
 use crate::model::{Attrs, SourceDef};
 use crate::query::Query;
 
+#[test]
+fn engine_handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Engine>();
+    check::<super::SyncLock>();
+    check::<super::NotificationHandle>();
+    check::<SyncNotification>();
+}
+
 /// Deadline for anything that should happen "soon"; reaching it means a hang or deadlock.
 pub(super) const WAIT: Duration = Duration::from_secs(30);
 
@@ -218,6 +227,12 @@ pub(super) fn converge(server: &Server, engine: &Engine, runs: usize) {
         let report = engine
             .sync_all_blocking(crate::sync::SyncOptions::default())
             .expect("sync_all runs");
+        if std::env::var("TIDESYNC_DEBUG_CONVERGE").is_ok() {
+            eprintln!(
+                "converge run {i}: {report:?}\npending: {:?}",
+                engine.client().pending_changes("Product")
+            );
+        }
         let same = [("Product", None), ("Customer", Some("alice"))]
             .iter()
             .all(|(s, u)| local(engine, s) == remote(server, s, *u));

@@ -293,7 +293,7 @@ fn engine_settings_are_stored_take_effect_and_a_new_server_is_a_new_account() {
     assert_eq!(d.set_poll_interval(0), 5);
     assert_eq!(d.set_page_size(100).expect("page size"), 50);
     assert!(d.set_page_size(0).is_err());
-    assert_eq!(d.set_ssl_verify_peer(true).expect("ssl"), true);
+    assert!(d.set_ssl_verify_peer(true).expect("ssl"), "verification was on");
     let rx = listen(&d, Some("Product"));
     d.sync_source_blocking("Product", SyncOptions::default()).expect("sync");
     let mut want = progress("Product", 300, 100);

@@ -12,8 +12,9 @@ use super::*;
 use crate::error::Error;
 use crate::sync::SyncOptions;
 
-const THREADS: u64 = 3;
-const OPS: usize = 40;
+const THREADS: u64 = 4;
+/// Operations per thread (`TIDESYNC_STRESS_OPS` overrides).
+const OPS: usize = 60;
 
 /// A local write, retried when a concurrent `stop_sync` interrupted it (the store's interrupt
 /// handle aborts whatever runs on the writer connection, app writes included).
@@ -29,10 +30,10 @@ fn write<T>(what: &str, mut f: impl FnMut() -> crate::Result<T>) -> Option<T> {
     panic!("{what}: interrupted 20 times in a row");
 }
 
-fn app_thread(engine: Arc<Engine>, seed: u64, t: u64) -> Vec<String> {
+fn app_thread(engine: Arc<Engine>, seed: u64, t: u64, ops: usize) -> Vec<String> {
     let mut rng = StdRng::seed_from_u64(seed ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut created = Vec::new();
-    for i in 0..OPS {
+    for i in 0..ops {
         match rng.random_range(0..11u32) {
             0 => engine.do_sync(),
             1 => {
@@ -87,7 +88,11 @@ fn engine_stress_random_interleavings_end_in_the_server_state_without_deadlock()
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x7D5E_ED01_u64);
-    println!("engine stress seed {seed} (replay: TIDESYNC_STRESS_SEED={seed})");
+    let ops = std::env::var("TIDESYNC_STRESS_OPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(OPS);
+    println!("engine stress seed {seed} (replay: TIDESYNC_STRESS_SEED={seed}), {ops} operations per thread");
     let server = start_server();
     let d = alice(&server, 50);
     let _star = listen(&d, None);
@@ -97,7 +102,7 @@ fn engine_stress_random_interleavings_end_in_the_server_state_without_deadlock()
         std::thread::Builder::new()
             .name(format!("stress-app-{t}"))
             .spawn(move || {
-                let created = app_thread(e, seed, t);
+                let created = app_thread(e, seed, t, ops);
                 let _ = tx.send(created);
             })
             .expect("spawn");
