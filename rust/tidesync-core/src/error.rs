@@ -64,6 +64,19 @@ pub enum Error {
         /// What was looked for.
         what: String,
     },
+    /// The server's schema changed (`schema-changed`): the sync stopped; a new bulk sync is
+    /// needed.
+    #[error("the server's schema changed: a new bulk sync is needed")]
+    SchemaChanged,
+    /// The engine was shut down or closed.
+    #[error("closed")]
+    Closed,
+    /// A bug: an invariant broke or a task panicked. Reported, never silently ignored.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What happened.
+        reason: String,
+    },
 }
 
 /// The core's result type.

@@ -48,6 +48,11 @@ pub struct SyncOptions {
     pub query_params: String,
     /// Only sources with local changes to push.
     pub only_changed_sources: bool,
+    /// Page size for this run (default: the client's).
+    pub page_size: Option<u32>,
+    /// The stop epoch ([`SyncClient::stop_epoch`]) the run belongs to: a stop requested after
+    /// that moment stops the run even if it came before the run started. Default: now.
+    pub stop_epoch: Option<u64>,
 }
 
 /// The outcome of a sync of several sources.
@@ -121,14 +126,35 @@ impl SyncClient {
     /// # Errors
     /// Storage errors, an incompatible schema, or an invalid server URL.
     pub fn open(db_path: &Path, config: SyncConfig) -> Result<Self> {
-        let protocol = RhoConnect::new(&config.sync_server, &config.http)?;
         let store = Arc::new(Store::open(db_path)?);
+        Self::with_store(store, config)
+    }
+
+    /// A client over an already open store (to change settings without reopening the file).
+    ///
+    /// # Errors
+    /// An invalid server URL.
+    pub fn with_store(store: Arc<Store>, config: SyncConfig) -> Result<Self> {
+        let protocol = RhoConnect::new(&config.sync_server, &config.http)?;
         Ok(Self {
             store,
             protocol: Box::new(protocol),
             config,
             epoch: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The current stop epoch: [`SyncClient::stop`] advances it.
+    pub fn stop_epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// The sources a sync-all would sync, in order (priority, belongs_to parents first).
+    ///
+    /// # Errors
+    /// Storage.
+    pub fn sync_plan(&self) -> Result<Vec<SourceRow>> {
+        Ok(sync_order(self.store.sources()?))
     }
 
     /// The store (local data API).
@@ -202,7 +228,19 @@ impl SyncClient {
     }
 
     fn ctx(&self, opts: &SyncOptions, observer: Option<Arc<dyn SyncObserver>>) -> SyncCtx {
-        let mut ctx = SyncCtx::new(self.config.page_size, self.epoch.clone(), observer);
+        let mut ctx = match opts.stop_epoch {
+            Some(start) => SyncCtx::from_epoch(
+                opts.page_size.unwrap_or(self.config.page_size),
+                self.epoch.clone(),
+                start,
+                observer,
+            ),
+            None => SyncCtx::new(
+                opts.page_size.unwrap_or(self.config.page_size),
+                self.epoch.clone(),
+                observer,
+            ),
+        };
         ctx.query_params = opts.query_params.clone();
         ctx
     }

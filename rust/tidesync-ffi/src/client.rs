@@ -74,6 +74,7 @@ impl TideSyncClient {
         let opts = core::SyncOptions {
             query_params,
             only_changed_sources,
+            ..Default::default()
         };
         let report = c.sync_all(&opts, None)?;
         Ok(report
@@ -110,7 +111,7 @@ impl TideSyncClient {
             &name,
             &core::SyncOptions {
                 query_params,
-                only_changed_sources: false,
+                ..Default::default()
             },
             None,
         )?;

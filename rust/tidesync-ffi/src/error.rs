@@ -60,6 +60,15 @@ pub enum TideSyncError {
     /// The object was closed or shut down.
     #[error("closed")]
     Closed,
+    /// The server's schema changed: a new bulk sync is needed.
+    #[error("the server's schema changed")]
+    SchemaChanged,
+    /// A bug in TideSync (a panic or a broken invariant); please report it.
+    #[error("internal error: {reason}")]
+    Internal {
+        /// What happened.
+        reason: String,
+    },
 }
 
 impl From<CoreError> for TideSyncError {
@@ -86,6 +95,9 @@ impl From<CoreError> for TideSyncError {
             CoreError::Stopped => (Self::Stopped, Level::Info),
             CoreError::InvalidInput { reason } => (Self::InvalidArgument { reason: reason.clone() }, Level::Info),
             CoreError::NotFound { what } => (Self::NotFound { what: what.clone() }, Level::Info),
+            CoreError::SchemaChanged => (Self::SchemaChanged, Level::Warn),
+            CoreError::Closed => (Self::Closed, Level::Info),
+            CoreError::Internal { reason } => (Self::Internal { reason: reason.clone() }, Level::Error),
         };
         log::log!(level, "{e}");
         out

@@ -122,6 +122,8 @@ impl ErrorCode {
             Error::Busy | Error::NotFound { .. } => ErrorCode::Runtime,
             Error::Stopped => ErrorCode::CancelledByUser,
             Error::InvalidInput { .. } => ErrorCode::InvalidInput,
+            Error::SchemaChanged => ErrorCode::UnexpectedServerResponse,
+            Error::Closed | Error::Internal { .. } => ErrorCode::Runtime,
         }
     }
 

@@ -16,10 +16,6 @@ use crate::store::meta::SourceRow;
 use crate::store::queue;
 use crate::sync::{SyncClient, SyncOptions, SyncReport};
 
-/// The reason text the client uses for a `schema-changed` page (until the core has a typed
-/// error for it).
-const SCHEMA_CHANGED: &str = "schema changed";
-
 /// How a source ended, for its final event.
 struct End {
     status: SyncStatus,
@@ -45,10 +41,10 @@ impl End {
                 code: ErrorCode::ClientNotLoggedIn,
                 message: ErrorCode::message_of(e),
             },
-            Err(Error::Protocol { reason }) if reason.contains(SCHEMA_CHANGED) => End {
+            Err(e @ Error::SchemaChanged) => End {
                 status: SyncStatus::SchemaChanged,
                 code: ErrorCode::UnexpectedServerResponse,
-                message: reason.clone(),
+                message: e.to_string(),
             },
             Err(e) => End {
                 status: SyncStatus::Error,
@@ -65,27 +61,6 @@ fn not_logged_in() -> Error {
     }
 }
 
-/// Sources to sync, by priority, with belongs_to parents moved before their children (the same
-/// order as `SyncClient::sync_all`).
-fn sync_order(mut sources: Vec<SourceRow>) -> Vec<SourceRow> {
-    sources.retain(|s| s.def.sync);
-    let mut out: Vec<SourceRow> = Vec::with_capacity(sources.len());
-    let mut rest = sources;
-    while !rest.is_empty() {
-        let pos = rest
-            .iter()
-            .position(|s| {
-                s.def
-                    .belongs_to
-                    .iter()
-                    .all(|b| b.source == s.def.name || !rest.iter().any(|p| p.def.name == b.source))
-            })
-            .unwrap_or(0);
-        out.push(rest.remove(pos));
-    }
-    out
-}
-
 /// A sync of every synced source (`dosync`, or a poll).
 pub(crate) fn sync_all(
     shared: &Arc<Shared>,
@@ -94,10 +69,7 @@ pub(crate) fn sync_all(
     opts: &SyncOptions,
     poll: bool,
 ) -> Result<SyncReport> {
-    let prepared = client
-        .store()
-        .sources()
-        .and_then(|s| Ok((sync_order(s), client.is_logged_in()?)));
+    let prepared = client.sync_plan().and_then(|s| Ok((s, client.is_logged_in()?)));
     let (plan, logged_in) = match prepared {
         Ok(p) => p,
         Err(e) => {
@@ -239,6 +211,13 @@ fn sync_source(
         name: name.to_owned(),
         progress: Mutex::new(Progress::default()),
     });
+    // Taken before the engine's own stop check: a stop after this point reaches the run
+    // through the client's epoch, a stop before it through the engine's.
+    let opts = SyncOptions {
+        stop_epoch: Some(client.stop_epoch()),
+        ..opts.clone()
+    };
+    let opts = &opts;
     let result = if shared.stopped_since(epoch) || !worker::enter(shared, epoch) {
         Err(Error::Stopped)
     } else if let Err(e) = recover_in_flight(client, src.id) {

@@ -31,8 +31,8 @@ pub(crate) fn run(shared: Arc<Shared>) {
             log::error!("the sync worker panicked running a command: {what}");
             Outcome::failed(
                 &cmd,
-                Error::Storage {
-                    reason: format!("internal error: the command panicked: {what}"),
+                Error::Internal {
+                    reason: format!("the command panicked: {what}"),
                 },
             )
         });
@@ -168,7 +168,9 @@ pub(crate) fn enter(shared: &Shared, epoch: u64) -> bool {
 /// app thread using it lets go). For a new server: a database client reset and no session.
 fn reconfigure(shared: &Shared, new_account: bool) -> Result<()> {
     let config = shared.settings.lock().sync_config();
-    let client = Arc::new(SyncClient::open(&shared.db_path, config)?);
+    // The same store (one writer connection per database file), a client with the new settings.
+    let store = shared.client.read().store().clone();
+    let client = Arc::new(SyncClient::with_store(store, config)?);
     *shared.client.write() = client.clone();
     if new_account {
         client.database_client_reset()?;

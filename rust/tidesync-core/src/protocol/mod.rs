@@ -68,6 +68,22 @@ impl SyncCtx {
         }
     }
 
+    /// A context belonging to stop epoch `start` (a stop after `start` stops it).
+    pub fn from_epoch(
+        page_size: u32,
+        epoch: Arc<AtomicU64>,
+        start: u64,
+        observer: Option<Arc<dyn SyncObserver>>,
+    ) -> Self {
+        Self {
+            page_size: page_size.max(1),
+            query_params: String::new(),
+            epoch,
+            start,
+            observer,
+        }
+    }
+
     /// True once a stop was requested after this context was made.
     pub fn stopped(&self) -> bool {
         self.epoch.load(Ordering::SeqCst) != self.start

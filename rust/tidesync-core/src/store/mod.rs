@@ -30,6 +30,9 @@ pub struct Store {
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
     interrupt: rusqlite::InterruptHandle,
+    /// True while a page transaction runs: only then may [`Store::interrupt`] abort the
+    /// writer. Other writes (app writes, queue bookkeeping after a push) must not be aborted.
+    interruptible: Mutex<bool>,
     path: PathBuf,
 }
 
@@ -81,6 +84,7 @@ impl Store {
             writer: Mutex::new(writer),
             reader: Mutex::new(reader),
             interrupt,
+            interruptible: Mutex::new(false),
             path: path.to_owned(),
         })
     }
@@ -99,6 +103,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Like [`Store::write`], but [`Store::interrupt`] may abort it (a page being applied: the
+    /// transaction rolls back and the page is fetched again next time).
+    pub(crate) fn write_interruptible<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.writer.lock();
+        *self.interruptible.lock() = true;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })();
+        *self.interruptible.lock() = false;
+        result
+    }
+
     /// Runs `f` on the reader connection (a consistent snapshot per statement; use a
     /// transaction inside `f` for a multi-statement snapshot).
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -106,9 +125,13 @@ impl Store {
         f(&conn)
     }
 
-    /// Aborts the SQLite statement running on the writer now, if any (`stop_sync`).
+    /// Aborts the page transaction running now, if any (`stop_sync`). App writes and queue
+    /// bookkeeping are never aborted.
     pub fn interrupt(&self) {
-        self.interrupt.interrupt();
+        let guard = self.interruptible.lock();
+        if *guard {
+            self.interrupt.interrupt();
+        }
     }
 
     /// An engine setting (sync server URL, page size, …), if set.
@@ -171,6 +194,9 @@ fn migrate(conn: &mut Connection) -> Result<()> {
         v => (v..SCHEMA_VERSION).try_for_each(|from| upgrade_from(&tx, from))?,
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // A push interrupted by a crash may have reached the server: its changes' outcome is
+    // unknown (settled by the next complete pull), never silently stuck in flight.
+    tx.execute("UPDATE changes SET state = 'unknown' WHERE state = 'in_flight'", [])?;
     tx.commit()?;
     Ok(())
 }

@@ -247,16 +247,14 @@ impl RhoConnect {
             Self::refresh_cookie(store, &a)?;
             let page = parse_page(&a.body).map_err(|e| Error::protocol(format!("{} page: {e}", src.def.name)))?;
             if page.schema_changed {
-                return Err(Error::protocol(
-                    "the server's schema changed: a new bulk sync is needed",
-                ));
+                return Err(Error::SchemaChanged);
             }
             let batch = to_batch(&page);
             let last = page.token.is_empty();
             if ctx.stopped() {
                 return Err(Error::Stopped);
             }
-            let stats = store.write(|tx| {
+            let stats = store.write_interruptible(|tx| {
                 let s = crate::store::apply::apply(tx, src, &all, &batch)?;
                 if last {
                     queue::settle_after_pull(tx, src.id)?;
@@ -407,8 +405,8 @@ impl Protocol for RhoConnect {
             if !src.def.sync {
                 return Err(Error::invalid(format!("source `{source}` is local only")));
             }
-            let client_id = self.client_id(store, &cookie)?;
-            let result = self.push(store, ctx, &src, &cookie, &client_id).and_then(|n| {
+            let result = self.client_id(store, &cookie).and_then(|client_id| {
+                let n = self.push(store, ctx, &src, &cookie, &client_id)?;
                 report.pushed += n;
                 self.pull(store, ctx, &src, &cookie, &client_id, &mut report)
             });
@@ -503,7 +501,7 @@ impl Protocol for RhoConnect {
                     ..Batch::default()
                 };
                 let token = page.token.to_string();
-                let stats = store.write(|tx| {
+                let stats = store.write_interruptible(|tx| {
                     let s = crate::store::apply::apply(tx, &src, &all, &batch)?;
                     tx.execute(
                         "UPDATE sources SET search_token = ?1 WHERE id = ?2",
