@@ -72,6 +72,9 @@ struct SyncArgs {
     /// Print one JSON summary as the last stdout line.
     #[arg(long)]
     json: bool,
+    /// Print every notification as one JSON line on stdout (before the summary).
+    #[arg(long)]
+    notifications: bool,
     /// Add this process's peak RSS (`peak_rss_kb`) to the JSON summary (used by `bench`).
     #[arg(long, hide = true)]
     report_rss: bool,
@@ -152,11 +155,16 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn sync(args: SyncArgs) -> Result<()> {
-    use tidesync_core::{SourceDef, SyncClient, SyncConfig, SyncOptions};
-    let mut config = SyncConfig::new(&args.url);
-    config.page_size = args.page_size;
-    config.http.ssl_verify_peer = !args.insecure;
-    let client = SyncClient::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
+    use tidesync_core::{Engine, EngineConfig, SourceDef, SyncNotification, SyncOptions};
+    let config = EngineConfig {
+        sync_server: Some(args.url.clone()),
+        page_size: Some(args.page_size),
+        poll_interval: Some(0),
+        ssl_verify_peer: Some(!args.insecure),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
+    let client = engine.client();
     let declared: Vec<String> = client.store().sources()?.into_iter().map(|s| s.def.name).collect();
     let wanted: Vec<String> = if !args.sources.is_empty() {
         args.sources.clone()
@@ -170,18 +178,24 @@ fn sync(args: SyncArgs) -> Result<()> {
             client.define_source(&SourceDef::new(name.as_str()).priority(i as i64 + 1))?;
         }
     }
+    let _listener = args.notifications.then(|| {
+        engine.set_notification(None, |n: &SyncNotification| {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", n.to_json());
+        })
+    });
     let started = std::time::Instant::now();
-    let login = client.login(&args.user, &args.password);
     let mut results: Vec<(
         String,
         std::result::Result<tidesync_core::SourceReport, tidesync_core::Error>,
     )> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
-    match login {
+    match engine.login_blocking(&args.user, &args.password) {
         Err(e) => errors.push(format!("login: {e}")),
         Ok(()) => {
             for name in &wanted {
-                let r = client.sync_source(name, &SyncOptions::default(), None);
+                let r = engine.sync_source_blocking(name, SyncOptions::default());
                 if let Err(e) = &r {
                     errors.push(format!("{name}: {e}"));
                 }
@@ -189,6 +203,7 @@ fn sync(args: SyncArgs) -> Result<()> {
             }
         }
     }
+    engine.shutdown();
     let ok = errors.is_empty() && results.len() == wanted.len();
     let mut sources = serde_json::Map::new();
     for name in &wanted {

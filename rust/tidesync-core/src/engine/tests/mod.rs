@@ -32,7 +32,34 @@ fn engine_handles_are_send_and_sync() {
 /// Deadline for anything that should happen "soon"; reaching it means a hang or deadlock.
 pub(super) const WAIT: Duration = Duration::from_secs(30);
 
+/// parking_lot's deadlock detection (the `deadlock_detection` feature is on for tests): a
+/// checker thread looks for lock cycles every 100 ms and aborts the run, printing the threads
+/// involved, instead of letting a deadlocked test hang until its deadline.
+fn deadlock_checker() {
+    static START: std::sync::Once = std::sync::Once::new();
+    START.call_once(|| {
+        let spawned = std::thread::Builder::new().name("deadlock-checker".into()).spawn(|| {
+            loop {
+                std::thread::park_timeout(Duration::from_millis(100));
+                let found = parking_lot::deadlock::check_deadlock();
+                if found.is_empty() {
+                    continue;
+                }
+                eprintln!("{} deadlock(s) detected", found.len());
+                for (i, threads) in found.iter().enumerate() {
+                    for t in threads {
+                        eprintln!("deadlock #{i}, thread {:?}:\n{:?}", t.thread_id(), t.backtrace());
+                    }
+                }
+                std::process::abort();
+            }
+        });
+        assert!(spawned.is_ok(), "the deadlock checker thread could not start");
+    });
+}
+
 pub(super) fn start_server() -> Server {
+    deadlock_checker();
     Server::start(ServerConfig::new(App::transcripts())).expect("the reference server binds a loopback port")
 }
 
