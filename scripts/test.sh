@@ -38,3 +38,6 @@ step "CLI smoke: tidesync bench --quick (the whole bench path at small sizes; fi
 
 step "Kotlin tier: UniFFI bindings + JUnit on the host JVM against the reference server"
 scripts/test-kotlin.sh
+
+step "CLI smoke: tidesync demo (the README's main command)"
+./target/debug/tidesync demo | tail -8

@@ -2,6 +2,7 @@
 //! demo and benchmark against it).
 
 mod bench;
+mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,8 +32,21 @@ enum Command {
     Serve(ServeArgs),
     /// Sync a local database with a RhoConnect server (any RhoConnect-compatible URL).
     Sync(SyncArgs),
+    /// The main job: a server with a realistic data set, a fresh client syncing it with progress,
+    /// local edits pushed, a refused change handled, and a summary.
+    Demo(DemoArgs),
     /// Measure sync speed, memory, latency against the raw-SQLite ceiling (loopback only).
     Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Products (shared by all users).
+    #[arg(long, default_value_t = 20_000)]
+    products: u64,
+    /// Customers (per user).
+    #[arg(long, default_value_t = 5_000)]
+    customers: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,6 +156,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(args),
+        Command::Demo(args) => demo::run(args.products, args.customers),
         Command::Bench(args) => bench::run(
             if args.quick {
                 bench::Sizes::quick()
