@@ -2,8 +2,19 @@
 # The Kotlin tier: builds the cdylib, generates the bindings, starts the reference server on
 # loopback (port 0), runs the JUnit tests of android/tidesync-kotlin with Maven, stops the server.
 # Skipped (with a message) when java or mvn is missing.
+#
+# Usage: scripts/test-kotlin.sh [--bench] [maven args…]
+#   --bench   run only the benchmarks (JUnit @Tag("bench"), excluded by default); they print
+#             lines starting with "BENCH".
+# On a shared machine: CARGO_BUILD_JOBS=1 nice -n 10 scripts/test-kotlin.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+mvn_args=()
+if [ "${1:-}" = "--bench" ]; then
+    shift
+    mvn_args=(-Dgroups=bench -Dbench.excluded=none)
+fi
 
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     echo "kotlin tier SKIPPED: java and mvn are needed (JDK 17 + Maven)"
@@ -28,5 +39,6 @@ if [ -z "$base" ]; then
     exit 1
 fi
 
-mvn -B --no-transfer-progress -f android/tidesync-kotlin/pom.xml test -Dtidesync.syncUrl="${base}/application/" "$@"
+mvn -B --no-transfer-progress -f android/tidesync-kotlin/pom.xml test -Dtidesync.syncUrl="${base}/application/" \
+    "${mvn_args[@]}" "$@"
 echo "kotlin tier: passed"

@@ -53,6 +53,10 @@ pub struct SyncOptions {
     /// The stop epoch ([`SyncClient::stop_epoch`]) the run belongs to: a stop requested after
     /// that moment stops the run even if it came before the run started. Default: now.
     pub stop_epoch: Option<u64>,
+    /// Do not count the source's local objects at the end ([`SourceReport::local_objects`]
+    /// stays 0): the count scans the source, which costs more than a small incremental sync of
+    /// a large store.
+    pub skip_object_count: bool,
 }
 
 /// The outcome of a sync of several sources.
@@ -242,6 +246,7 @@ impl SyncClient {
             ),
         };
         ctx.query_params = opts.query_params.clone();
+        ctx.count_objects = !opts.skip_object_count;
         ctx
     }
 

@@ -67,7 +67,11 @@ impl log::Log for Forwarder {
         }
         let sink = SINK.read().clone();
         match sink {
-            Some(s) => s.log(r.level().into(), r.target().to_owned(), r.args().to_string()),
+            Some(s) => {
+                // A foreign sink that throws makes UniFFI panic on this (our) thread: contain it.
+                let line = (r.level().into(), r.target().to_owned(), r.args().to_string());
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.log(line.0, line.1, line.2)));
+            }
             None => eprintln!("[{} {}] {}", r.level(), r.target(), r.args()),
         }
     }

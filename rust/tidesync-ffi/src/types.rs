@@ -1,20 +1,55 @@
 //! Records and enums copied across the FFI.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use tidesync_core as core;
+use tidesync_core::ErrorCode;
 
-/// How a client is set up.
+/// How an [`crate::Engine`] is opened. Settings left `None` come from the database (stored by
+/// an earlier run or setter), else the defaults.
 #[derive(Debug, Clone, uniffi::Record)]
-pub struct ClientConfig {
+pub struct EngineConfig {
     /// The database file (created if missing).
     pub db_path: String,
-    /// The RhoConnect `syncserver` URL, e.g. `https://host/application/`.
-    pub sync_server: String,
-    /// Objects per page (2000 is a good default).
-    pub page_size: u32,
-    /// Verify TLS certificates. Turn off only for test servers.
-    pub ssl_verify_peer: bool,
+    /// The RhoConnect `syncserver` URL, e.g. `https://host/application/`. Required the first
+    /// time; a URL different from the stored one is a new account (see `setSyncServer`).
+    #[uniffi(default)]
+    pub sync_server: Option<String>,
+    /// Objects per page (default 2000).
+    #[uniffi(default)]
+    pub page_size: Option<u32>,
+    /// Seconds between background syncs; 0 turns polling off (default 60).
+    #[uniffi(default)]
+    pub poll_interval: Option<u32>,
+    /// Verify TLS certificates (default true). Turn off only for test servers.
+    #[uniffi(default)]
+    pub ssl_verify_peer: Option<bool>,
+    /// The directory for files of blob attributes (created if missing). Kept for the app
+    /// ([`crate::Engine::files_dir`]); the core does not download blobs yet.
+    #[uniffi(default)]
+    pub files_dir: Option<String>,
+    /// Connect timeout in milliseconds (default 10 s; not stored).
+    #[uniffi(default)]
+    pub connect_timeout_ms: Option<u32>,
+    /// Response timeout in milliseconds (default 60 s; not stored). It bounds how long a stop
+    /// waits for a stalled request.
+    #[uniffi(default)]
+    pub read_timeout_ms: Option<u32>,
+}
+
+impl From<&EngineConfig> for core::EngineConfig {
+    fn from(c: &EngineConfig) -> Self {
+        let ms = |v: Option<u32>| v.map(|ms| Duration::from_millis(ms.into()));
+        core::EngineConfig {
+            sync_server: c.sync_server.clone(),
+            page_size: c.page_size,
+            poll_interval: c.poll_interval,
+            ssl_verify_peer: c.ssl_verify_peer,
+            connect_timeout: ms(c.connect_timeout_ms),
+            read_timeout: ms(c.read_timeout_ms),
+        }
+    }
 }
 
 /// Whose data a source is.
@@ -42,17 +77,22 @@ pub struct BelongsTo {
 pub struct SourceDefinition {
     /// Name (the server's source name).
     pub name: String,
-    /// Synced with the server.
-    pub sync: bool,
-    /// Sync order, ascending.
-    pub priority: i64,
     /// Whose data it is.
     pub partition: Partition,
+    /// Synced with the server (default true; never for [`Partition::Local`]).
+    #[uniffi(default = true)]
+    pub sync: bool,
+    /// Sync order, ascending (default 0).
+    #[uniffi(default)]
+    pub priority: i64,
     /// `None`: property bag (any attributes). `Some(columns)`: a fixed-schema table.
+    #[uniffi(default)]
     pub fixed_columns: Option<Vec<String>>,
     /// Attributes holding files.
+    #[uniffi(default)]
     pub blob_attrs: Vec<String>,
     /// References to other sources.
+    #[uniffi(default)]
     pub belongs_to: Vec<BelongsTo>,
 }
 
@@ -191,18 +231,25 @@ impl From<Condition> for core::Cond {
 #[derive(Debug, Clone, Default, uniffi::Record)]
 pub struct FindQuery {
     /// Conditions.
+    #[uniffi(default)]
     pub conditions: Vec<Condition>,
     /// Match when any condition holds (default: all).
+    #[uniffi(default)]
     pub match_any: bool,
     /// Order by these attributes.
+    #[uniffi(default)]
     pub order_by: Vec<String>,
     /// Descending order.
+    #[uniffi(default)]
     pub descending: bool,
     /// At most this many.
+    #[uniffi(default)]
     pub limit: Option<u64>,
     /// Skip this many.
+    #[uniffi(default)]
     pub offset: Option<u64>,
     /// Only these attributes in the results.
+    #[uniffi(default)]
     pub select: Option<Vec<String>>,
 }
 
@@ -250,16 +297,62 @@ pub struct SourceResult {
     pub ok: bool,
     /// Local changes pushed.
     pub pushed: u64,
-    /// Objects applied from the server.
+    /// Pages applied.
+    pub pages: u64,
+    /// Objects applied from the server (inserts + deletes).
     pub objects_applied: u64,
     /// Objects of the source in the local store afterwards.
     pub local_objects: u64,
-    /// The error, if any.
+    /// Why it failed ([`ErrorCode::None`] when `ok`).
+    pub error_code: ErrorCode,
+    /// The error's text, if any.
+    pub error_message: Option<String>,
+}
+
+impl From<core::SourceReport> for SourceResult {
+    fn from(s: core::SourceReport) -> Self {
+        Self {
+            name: s.name,
+            ok: true,
+            pushed: s.pushed as u64,
+            pages: s.pages as u64,
+            objects_applied: s.objects as u64,
+            local_objects: s.local_objects,
+            error_code: ErrorCode::None,
+            error_message: None,
+        }
+    }
+}
+
+impl SourceResult {
+    /// A source that failed with `e`; `local_objects` as counted now.
+    pub(crate) fn failed(name: String, e: &core::Error, local_objects: u64) -> Self {
+        Self {
+            name,
+            ok: false,
+            pushed: 0,
+            pages: 0,
+            objects_applied: 0,
+            local_objects,
+            error_code: ErrorCode::of(e),
+            error_message: Some(ErrorCode::message_of(e)),
+        }
+    }
+}
+
+/// What a search brought for one source.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct SearchResult {
+    /// Source name.
+    pub source: String,
+    /// Objects received (and stored like synced ones).
+    pub objects: u64,
+    /// The server's `search-error` for this source, if any.
     pub error: Option<String>,
 }
 
 /// A refused change as the server reported it.
-#[derive(Debug, Clone, uniffi::Record)]
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ServerError {
     /// `create`, `update`, `delete` or `source`.
     pub kind: String,
@@ -310,4 +403,31 @@ pub enum DeleteErrorAction {
     Retry,
     /// Bring the object back locally.
     Restore,
+}
+
+impl From<CreateErrorAction> for core::CreateErrorAction {
+    fn from(a: CreateErrorAction) -> Self {
+        match a {
+            CreateErrorAction::Delete => core::CreateErrorAction::Delete,
+            CreateErrorAction::Recreate => core::CreateErrorAction::Recreate,
+        }
+    }
+}
+
+impl From<UpdateErrorAction> for core::UpdateErrorAction {
+    fn from(a: UpdateErrorAction) -> Self {
+        match a {
+            UpdateErrorAction::Retry => core::UpdateErrorAction::Retry,
+            UpdateErrorAction::Rollback => core::UpdateErrorAction::Rollback,
+        }
+    }
+}
+
+impl From<DeleteErrorAction> for core::DeleteErrorAction {
+    fn from(a: DeleteErrorAction) -> Self {
+        match a {
+            DeleteErrorAction::Retry => core::DeleteErrorAction::Retry,
+            DeleteErrorAction::Restore => core::DeleteErrorAction::Restore,
+        }
+    }
 }

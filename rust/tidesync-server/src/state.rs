@@ -32,7 +32,7 @@ pub(crate) struct ClientSource {
     /// Master-document sequence number up to which `cd` has been reconciled.
     pub cursor: u64,
     /// The page sent and not yet acknowledged.
-    pub pending: Option<Page>,
+    pub pending: Option<Arc<Page>>,
     /// Create links (temporary id → new id) waiting for the next page.
     pub links: Vec<(String, String)>,
     /// Creates the adapter dropped: the client is told to delete the temporary object.
@@ -57,8 +57,9 @@ pub(crate) struct ObjectErrors {
 pub(crate) struct Page {
     pub token: String,
     pub total_count: usize,
-    pub insert: Vec<(Arc<str>, Obj)>,
-    pub delete: Vec<(Arc<str>, Obj)>,
+    /// Whole objects share the master document's allocation; attribute diffs are new.
+    pub insert: Vec<(Arc<str>, ObjRef)>,
+    pub delete: Vec<(Arc<str>, ObjRef)>,
     pub links: Vec<(String, String)>,
     pub errors: ObjectErrors,
 }
@@ -160,7 +161,7 @@ impl Page {
     }
 }
 
-fn write_objects(out: &mut String, list: &[(Arc<str>, Obj)]) {
+fn write_objects(out: &mut String, list: &[(Arc<str>, ObjRef)]) {
     out.push('{');
     for (i, (id, obj)) in list.iter().enumerate() {
         if i > 0 {
@@ -450,7 +451,7 @@ impl State {
         let page = match (resend, &cs.pending) {
             (true, Some(p)) => p.clone(),
             _ => {
-                let page = build_page(cs, &md, p_size, self);
+                let page = Arc::new(build_page(cs, &md, p_size, self));
                 if !page.token.is_empty() {
                     cs.pending = Some(page.clone());
                 }
@@ -502,8 +503,18 @@ fn build_page(cs: &mut ClientSource, md: &MasterDoc, p_size: usize, state: &Stat
             (None, None) => continue,
             _ => {}
         }
-        let ins = m.map(|m| m.minus(c.map(|c| &**c))).filter(|o| !o.is_empty());
-        let del = c.map(|c| c.minus(m.map(|m| &**m))).filter(|o| !o.is_empty());
+        // A whole new object is sent as the master document's own allocation; a changed one as
+        // the attributes that differ (old values in `delete`, new ones in `insert`).
+        let ins = match (m, c) {
+            (Some(m), None) => Some(m.clone()),
+            (Some(m), Some(c)) => Some(Arc::new(m.minus(Some(c)))).filter(|o| !o.is_empty()),
+            (None, _) => None,
+        };
+        let del = match (c, m) {
+            (Some(c), None) => Some(c.clone()),
+            (Some(c), Some(m)) => Some(Arc::new(c.minus(Some(m)))).filter(|o| !o.is_empty()),
+            (None, _) => None,
+        };
         if let Some(ins) = ins {
             insert.push((id.clone(), ins));
         }
@@ -521,7 +532,7 @@ fn build_page(cs: &mut ClientSource, md: &MasterDoc, p_size: usize, state: &Stat
     }
     cs.cursor = cursor;
     for (tmp, obj) in cs.dropped_creates.drain(..) {
-        delete.push((Arc::from(tmp.as_str()), obj));
+        delete.push((Arc::from(tmp.as_str()), Arc::new(obj)));
     }
     let links = std::mem::take(&mut cs.links);
     let errors = std::mem::take(&mut cs.errors);

@@ -42,6 +42,8 @@ pub struct SyncCtx {
     pub page_size: u32,
     /// Extra query parameters appended to every pull (`a=1&b=2`).
     pub query_params: String,
+    /// Count the source's local objects at the end of its sync.
+    pub count_objects: bool,
     epoch: Arc<AtomicU64>,
     start: u64,
     observer: Option<Arc<dyn SyncObserver>>,
@@ -62,6 +64,7 @@ impl SyncCtx {
         Self {
             page_size: page_size.max(1),
             query_params: String::new(),
+            count_objects: true,
             epoch,
             start,
             observer,
@@ -78,6 +81,7 @@ impl SyncCtx {
         Self {
             page_size: page_size.max(1),
             query_params: String::new(),
+            count_objects: true,
             epoch,
             start,
             observer,
@@ -107,7 +111,8 @@ pub struct SourceReport {
     pub pages: usize,
     /// Objects applied (inserts + deletes over all pages).
     pub objects: usize,
-    /// Objects of the source in the local store afterwards.
+    /// Objects of the source in the local store afterwards (0 with
+    /// `SyncOptions::skip_object_count`).
     pub local_objects: u64,
 }
 

@@ -383,9 +383,16 @@ fn check_attrs(attrs: &Attrs) -> Result<()> {
 /// A new temporary id: cannot collide with server ids or other temporary ids.
 pub(crate) fn temp_id() -> String {
     use rand::RngCore;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 16];
     rand::rng().fill_bytes(&mut b);
-    format!("tmp-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+    let mut s = String::with_capacity(36);
+    s.push_str("tmp-");
+    for x in b {
+        s.push(HEX[(x >> 4) as usize] as char);
+        s.push(HEX[(x & 15) as usize] as char);
+    }
+    s
 }
 
 impl Store {

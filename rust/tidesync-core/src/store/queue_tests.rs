@@ -281,3 +281,49 @@ fn a_create_error_fails_the_create_and_defers_the_ones_after_it() {
         "a push marker makes the server run its deferred queue"
     );
 }
+
+/// Apply throughput of the store alone (no network, no parse): run with
+/// `cargo test --release -p tidesync-core --lib -- --ignored --nocapture apply_speed`.
+#[test]
+#[ignore = "benchmark: run in release with --ignored --nocapture"]
+fn apply_speed() {
+    let (_d, s) = store();
+    let n = 100_000usize;
+    let objs: Vec<(String, Vec<(String, String)>)> = (0..n)
+        .map(|i| {
+            (
+                i.to_string(),
+                (0..10)
+                    .map(|j| (format!("attr{j}"), format!("value{i:06}x{j}")))
+                    .collect(),
+            )
+        })
+        .collect();
+    let t = std::time::Instant::now();
+    for chunk in objs.chunks(2000) {
+        let inserts: Vec<(&str, Vec<(&str, &str)>)> = chunk
+            .iter()
+            .map(|(id, a)| (id.as_str(), a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()))
+            .collect();
+        apply_batch(
+            &s,
+            "Parent",
+            &Batch {
+                inserts,
+                checkpoint: Some("t"),
+                ..Batch::default()
+            },
+        );
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!("apply: {n} objects in {secs:.3} s = {:.0} objects/s", n as f64 / secs);
+    let t = std::time::Instant::now();
+    let batch: Vec<Attrs> = (0..1000)
+        .map(|i| a(&[("name", &format!("n{i}")), ("x", "1"), ("y", "2")]))
+        .collect();
+    s.create_many("Parent", batch).expect("create");
+    println!("create_many 1k: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+    let t = std::time::Instant::now();
+    let c = s.count("Parent", None).expect("count");
+    println!("count {c}: {:.2} ms", t.elapsed().as_secs_f64() * 1000.0);
+}

@@ -426,7 +426,9 @@ impl Protocol for RhoConnect {
                 }
             }
         }
-        report.local_objects = store.count(source, None)?;
+        if ctx.count_objects {
+            report.local_objects = store.count(source, None)?;
+        }
         Ok(report)
     }
 

@@ -41,7 +41,7 @@ CREATE TABLE objects (
 
 -- The outbound change queue (spec §5.4, §8.5 with explicit state names).
 CREATE TABLE changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,                 -- queue order (new rows get max + 1)
     source_id INTEGER NOT NULL REFERENCES sources (id) ON DELETE CASCADE,
     object TEXT NOT NULL,
     op TEXT NOT NULL CHECK (op IN ('create', 'update', 'delete', 'push')),
