@@ -4,16 +4,18 @@
 # Skipped (with a message) when java or mvn is missing.
 #
 # Usage: scripts/test-kotlin.sh [--bench] [maven args…]
-#   --bench   run only the benchmarks (JUnit @Tag("bench"), excluded by default); they print
-#             lines starting with "BENCH".
+#   --bench   run only the benchmarks (JUnit @Tag("bench"), excluded by default) against the
+#             release build of the cdylib; they print lines starting with "BENCH".
 # On a shared machine: CARGO_BUILD_JOBS=1 nice -n 10 scripts/test-kotlin.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mvn_args=()
+bindings_args=()
 if [ "${1:-}" = "--bench" ]; then
     shift
-    mvn_args=(-Dgroups=bench -Dbench.excluded=none)
+    bindings_args=(--release)
+    mvn_args=(-Dgroups=bench -Dbench.excluded=none -Dnative.dir="$PWD/target/release")
 fi
 
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
@@ -21,7 +23,7 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     exit 0
 fi
 
-scripts/generate-bindings.sh
+scripts/generate-bindings.sh "${bindings_args[@]}"
 cargo build --locked --quiet -p tidesync-cli
 
 out=$(mktemp)
@@ -39,6 +41,8 @@ if [ -z "$base" ]; then
     exit 1
 fi
 
+# Compiled classes of deleted sources must not survive (the bindings change with the Rust API).
+rm -rf android/tidesync-kotlin/target/classes android/tidesync-kotlin/target/test-classes
 mvn -B --no-transfer-progress -f android/tidesync-kotlin/pom.xml test -Dtidesync.syncUrl="${base}/application/" \
     "${mvn_args[@]}" "$@"
 echo "kotlin tier: passed"

@@ -513,3 +513,89 @@ impl SyncLock {
         self.lock.lock().is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::types::{FindQuery, Partition, SourceDefinition};
+
+    /// A unique directory under the system temp dir, removed on drop.
+    struct TempDir(std::path::PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let p = std::env::temp_dir().join(format!("tidesync-ffi-{name}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&p).expect("temp dir");
+            Self(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn open(dir: &TempDir, page_size: Option<u32>) -> Arc<Engine> {
+        let e = Engine::open(EngineConfig {
+            db_path: dir.0.join("c.db").to_string_lossy().into_owned(),
+            sync_server: Some("http://127.0.0.1:9/application/".into()),
+            page_size,
+            poll_interval: Some(0),
+            ssl_verify_peer: None,
+            files_dir: Some(dir.0.join("files").to_string_lossy().into_owned()),
+            connect_timeout_ms: Some(500),
+            read_timeout_ms: Some(500),
+        })
+        .expect("opens");
+        e.define_source(SourceDefinition {
+            name: "Notes".into(),
+            partition: Partition::Local,
+            sync: false,
+            priority: 0,
+            fixed_columns: None,
+            blob_attrs: Vec::new(),
+            belongs_to: Vec::new(),
+        })
+        .expect("defines");
+        e
+    }
+
+    #[test]
+    fn ffi_engine_local_data_sync_lock_and_closed_after_shutdown() {
+        let dir = TempDir::new("engine");
+        let e = open(&dir, Some(50));
+        assert!(dir.0.join("files").is_dir());
+        let items = (0..10)
+            .map(|i| HashMap::from([("n".to_owned(), i.to_string())]))
+            .collect();
+        assert_eq!(e.create_objects("Notes".into(), items).expect("creates").len(), 10);
+        assert_eq!(e.count("Notes".into(), FindQuery::default()).expect("counts"), 10);
+        assert!(matches!(
+            e.create("Nope".into(), HashMap::new()),
+            Err(TideSyncError::InvalidArgument { .. })
+        ));
+        let lock = e.clone().sync_lock().expect("locks");
+        assert!(lock.is_held() && e.is_sync_mutex_locked().expect("open"));
+        lock.release();
+        lock.release();
+        assert!(!lock.is_held() && !e.is_sync_mutex_locked().expect("open"));
+        assert!(matches!(e.set_page_size(0), Err(TideSyncError::InvalidArgument { .. })));
+        assert_eq!(e.set_page_size(20).expect("sets"), 50);
+        e.shutdown();
+        e.shutdown();
+        assert_eq!(e.state(), EngineState::Closed);
+        assert!(matches!(e.is_logged_in(), Err(TideSyncError::Closed)));
+        assert!(matches!(e.do_sync(String::new(), false), Err(TideSyncError::Closed)));
+        assert!(matches!(e.clone().sync_lock(), Err(TideSyncError::Closed)));
+        drop(e);
+        let again = open(&dir, None);
+        assert_eq!(again.page_size().expect("open"), 20, "stored");
+        again.shutdown();
+    }
+}

@@ -209,13 +209,13 @@ pub fn rho_error_code(code: ErrorCode) -> u32 {
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ListenerError {
     /// The listener reported a failure (Kotlin: throw `ListenerException.Failed`).
-    #[error("listener failed: {reason}")]
+    #[error("{reason}")]
     Failed {
         /// What went wrong.
         reason: String,
     },
     /// The listener threw something else (any other exception).
-    #[error("listener threw: {reason}")]
+    #[error("threw {reason}")]
     Unexpected {
         /// The exception (its first line: class and message).
         reason: String,
@@ -382,10 +382,7 @@ mod tests {
         let thrown = ListenerError::from(uniffi::UnexpectedUniFFICallbackError::new(
             "java.lang.IllegalStateException: boom\n\tat dev.tidesync.X.onNotification(X.kt:1)",
         ));
-        assert_eq!(
-            thrown.to_string(),
-            "listener threw: java.lang.IllegalStateException: boom"
-        );
+        assert_eq!(thrown.to_string(), "threw java.lang.IllegalStateException: boom");
     }
 
     #[test]

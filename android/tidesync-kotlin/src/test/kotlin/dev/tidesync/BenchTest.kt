@@ -56,9 +56,9 @@ class BenchTest {
             "notification Rust thread -> Kotlin listener (in_progress)" to notification(0),
             "notification Rust thread -> Kotlin listener (10 server errors)" to notification(10),
         )) {
-            measureListener(listener, n, 5_000u) // warm-up: JIT, JNA
+            measureListener(listener, n, 20_000u) // warm-up: JIT, JNA
             val count = 20_000u
-            val rounds = (1..5).map { measureListener(listener, n, count).toDouble() / 1000.0 / count.toDouble() }
+            val rounds = (1..7).map { measureListener(listener, n, count).toDouble() / 1000.0 / count.toDouble() }
             report(label, rounds, "event")
         }
         check(seen.get() > 0)
@@ -74,7 +74,10 @@ class BenchTest {
             e.doSync()
             val got = rec.untilRunEnd()
             val ms = (System.nanoTime() - t0) / 1e6
-            println("BENCH full sync, page size 10: %d notifications in %.1f ms (%.2f ms per page, HTTP + commit included)".format(got.size, ms, ms / got.size))
+            println(
+                "BENCH full sync, page size 10 (42 pages): %d notifications in %.1f ms (%.2f ms each, HTTP + commit included)"
+                    .format(got.size, ms, ms / got.size),
+            )
         }
     }
 
@@ -123,5 +126,27 @@ class BenchTest {
             us
         }
         report("updateObjects, batch of 1000", updates, "object")
+        val finds = (1..3).map {
+            val e = fresh()
+            val made = e.createObjects("Customer", (1..1_000).map(::attrs))
+            val t0 = System.nanoTime()
+            for (o in made) check(e.find("Customer", o.id) != null)
+            val us = (System.nanoTime() - t0) / 1000.0 / made.size
+            e.shutdown(); e.close()
+            us
+        }
+        report("find by id, one call per object (read)", finds, "object")
+        val calls = (1..3).map {
+            val e = fresh()
+            val n = 100_000
+            var sum = 0L
+            val t0 = System.nanoTime()
+            for (i in 1..n) sum += e.pageSize().toLong()
+            val us = (System.nanoTime() - t0) / 1000.0 / n
+            check(sum > 0)
+            e.shutdown(); e.close()
+            us
+        }
+        report("pageSize(), a call without I/O (the FFI call's own cost)", calls, "call")
     }
 }

@@ -86,11 +86,12 @@ suspend fun <T> Engine.withSyncLock(block: () -> T): T = withContext(Dispatchers
 /**
  * The notifications of [source] (`null`: the `*` listener, which gets run events and the events
  * of sources without a listener of their own). Collecting registers the listener (replacing the
- * previous one of that target); cancelling the collection removes it. A per-source Flow
- * completes after its source's final event, when the engine removes per-source listeners.
+ * previous one of that target), then calls [onRegistered] (start a sync there to miss
+ * nothing); cancelling the collection removes it. A per-source Flow completes after its
+ * source's final event, when the engine removes per-source listeners.
  */
-fun Engine.notifications(source: String? = null): Flow<SyncNotification> =
-    listen(source, start = {}, isLast = { source != null && it.isFinal })
+fun Engine.notifications(source: String? = null, onRegistered: () -> Unit = {}): Flow<SyncNotification> =
+    listen(source, start = onRegistered, isLast = { source != null && it.isFinal })
 
 /**
  * Starts a sync of every source once the `*` listener is registered and emits its
