@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The Android tier on the host JVM: builds the cdylib, generates the bindings, builds the CLI,
+# starts the reference server on loopback (port 0), runs the Robolectric tests of
+# android/tidesync-android with Maven (the real androidx WorkManager, the real engine through JNA),
+# stops the server. No Android SDK, NDK or Gradle is needed (the Gradle build and the emulator
+# tests run in .github/workflows/android.yml). Skipped (with a message) when java or mvn is missing.
+#
+# Usage: scripts/test-android.sh [maven args…]   e.g. -Dtest=SyncSchedulerTest
+# On a shared machine: CARGO_BUILD_JOBS=1 nice -n 10 scripts/test-android.sh
+# First run downloads ~450 MB into ~/.m2 (androidx, Robolectric and its Android 14 jar).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+    echo "android tier SKIPPED: java and mvn are needed (JDK 17 + Maven)"
+    exit 0
+fi
+
+scripts/generate-bindings.sh # builds tidesync-ffi (target/debug/libtidesync_ffi.so) first
+cargo build --locked --quiet -p tidesync-cli
+
+out=$(mktemp)
+./target/debug/tidesync serve --addr 127.0.0.1:0 --app transcripts >"$out" 2>&1 &
+pid=$!
+trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
+for _ in $(seq 1 100); do
+    grep -q '^listening on ' "$out" && break
+    sleep 0.1
+done
+base=$(sed -n 's#^listening on \(http://[^/]*\)/$#\1#p' "$out")
+if [ -z "$base" ]; then
+    echo "android tier: the reference server did not start" >&2
+    cat "$out" >&2
+    exit 1
+fi
+
+mvn -B --no-transfer-progress -f android/tidesync-android/pom.xml test \
+    -Dtidesync.syncUrl="${base}/application/" -Dsurefire.failIfNoSpecifiedTests=false "$@"
+echo "android tier: passed"
