@@ -342,23 +342,7 @@ impl SyncClient {
     /// # Errors
     /// Storage.
     pub fn database_client_reset(&self) -> Result<()> {
-        self.store.write(|tx| {
-            meta::set_client_id(tx, None)?;
-            meta::clear_tokens(tx)?;
-            for src in meta::sources(tx)?.into_iter().filter(|s| s.def.sync) {
-                match src.fixed_table() {
-                    None => tx.execute(
-                        "DELETE FROM objects WHERE source_id = ?1 AND id NOT IN (SELECT object FROM changes WHERE source_id = ?1)",
-                        [src.id],
-                    )?,
-                    Some(t) => tx.execute(
-                        &format!("DELETE FROM {t} WHERE id NOT IN (SELECT object FROM changes WHERE source_id = ?1)"),
-                        [src.id],
-                    )?,
-                };
-            }
-            Ok(())
-        })
+        self.store.write(meta::start_over)
     }
 
     /// The queued changes of a source (any state).

@@ -269,3 +269,24 @@ pub(crate) fn clear_tokens(c: &Connection) -> Result<()> {
     c.execute("UPDATE sources SET token = '', search_token = ''", [])?;
     Ok(())
 }
+
+/// Starts over with the server (unknown client, `database_client_reset`): no client id, no
+/// tokens, and the local copies of synced objects dropped — except objects with queued changes,
+/// which stay and are pushed — so that the full resend leaves no stale object behind.
+pub(crate) fn start_over(tx: &rusqlite::Transaction<'_>) -> Result<()> {
+    set_client_id(tx, None)?;
+    clear_tokens(tx)?;
+    for src in sources(tx)?.into_iter().filter(|s| s.def.sync) {
+        match src.fixed_table() {
+            None => tx.execute(
+                "DELETE FROM objects WHERE source_id = ?1 AND id NOT IN (SELECT object FROM changes WHERE source_id = ?1)",
+                [src.id],
+            )?,
+            Some(t) => tx.execute(
+                &format!("DELETE FROM {t} WHERE id NOT IN (SELECT object FROM changes WHERE source_id = ?1)"),
+                [src.id],
+            )?,
+        };
+    }
+    Ok(())
+}

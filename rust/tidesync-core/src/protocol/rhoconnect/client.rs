@@ -135,23 +135,7 @@ impl RhoConnect {
     /// changes — so that the full resend leaves no stale object behind. Queued changes stay.
     fn recover_unknown_client(store: &Store) -> Result<()> {
         log::warn!("server does not know this client: creating a new client id and resyncing");
-        store.write(|tx| {
-            meta::set_client_id(tx, None)?;
-            meta::clear_tokens(tx)?;
-            for src in meta::sources(tx)?.into_iter().filter(|s| s.def.sync) {
-                match src.fixed_table() {
-                    None => tx.execute(
-                        "DELETE FROM objects WHERE source_id = ?1 AND id NOT IN (SELECT object FROM changes WHERE source_id = ?1)",
-                        [src.id],
-                    )?,
-                    Some(t) => tx.execute(
-                        &format!("DELETE FROM {t} WHERE id NOT IN (SELECT object FROM changes WHERE source_id = ?1)"),
-                        [src.id],
-                    )?,
-                };
-            }
-            Ok(())
-        })
+        store.write(meta::start_over)
     }
 
     fn push(&self, store: &Store, ctx: &SyncCtx, src: &SourceRow, cookie: &str, client_id: &str) -> Result<usize> {
