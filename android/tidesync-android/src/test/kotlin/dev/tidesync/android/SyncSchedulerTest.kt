@@ -76,6 +76,11 @@ class SyncSchedulerTest {
     private fun tagged(): List<WorkInfo> =
         workManager.getWorkInfosByTag(SyncScheduler.TAG).get(WAIT_MS, TimeUnit.MILLISECONDS)
 
+    private companion object {
+        /** Interval between two pokes of TestDriver while waiting for a rescheduled work. */
+        const val POKE_MS = 100L
+    }
+
     @Test
     fun periodic_is_one_unique_work_with_network_constraint_period_and_backoff() {
         scheduler.schedulePeriodic(pollIntervalSeconds = 60).result.get()
@@ -173,10 +178,17 @@ class SyncSchedulerTest {
         val retried = workManager.awaitWorkInfo(id) { it.state == WorkInfo.State.ENQUEUED && it.runAttemptCount == 1 }
         assertTrue("next run after the backoff", retried.nextScheduleTimeMillis > System.currentTimeMillis())
 
-        runner = FakeRunner(SyncOutcome.Unauthorized("session expired"))
-        // The retried work is scheduled anew: its constraints and its (backoff) delay are met again.
-        driver.setAllConstraintsMet(id)
-        driver.setInitialDelayMet(id)
+        val unauthorized = FakeRunner(SyncOutcome.Unauthorized("session expired"))
+        runner = unauthorized
+        // The backoff has passed and the network is there. TestDriver only counts this once
+        // WorkManager has rescheduled the retried work, which happens on its own thread after
+        // the WorkInfo above and has no observable signal: repeat it until the pass starts.
+        val deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(WAIT_MS)
+        while (unauthorized.passStarted.poll(POKE_MS, TimeUnit.MILLISECONDS) == null) {
+            assertTrue("retried work never ran again", System.nanoTime() < deadline)
+            driver.setAllConstraintsMet(id)
+            driver.setInitialDelayMet(id)
+        }
         val failed = workManager.awaitState(id, WorkInfo.State.FAILED)
         assertEquals(SyncData.ERROR_UNAUTHORIZED, failed.outputData.getString(SyncData.KEY_ERROR))
     }
