@@ -41,3 +41,6 @@ scripts/test-kotlin.sh
 
 step "CLI smoke: tidesync demo (the README's main command)"
 ./target/debug/tidesync demo | tail -8
+
+step "Android tier: WorkManager worker and scheduler with Robolectric, and the real engine"
+scripts/test-android.sh
