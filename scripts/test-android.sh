@@ -19,20 +19,9 @@ fi
 scripts/generate-bindings.sh # builds tidesync-ffi (target/debug/libtidesync_ffi.so) first
 cargo build --locked --quiet -p tidesync-cli
 
-out=$(mktemp)
-./target/debug/tidesync serve --addr 127.0.0.1:0 --app transcripts >"$out" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 1 100); do
-    grep -q '^listening on ' "$out" && break
-    sleep 0.1
-done
-base=$(sed -n 's#^listening on \(http://[^/]*\)/$#\1#p' "$out")
-if [ -z "$base" ]; then
-    echo "android tier: the reference server did not start" >&2
-    cat "$out" >&2
-    exit 1
-fi
+# shellcheck source=scripts/lib/reference-server.sh
+source scripts/lib/reference-server.sh
+start_reference_server "android tier"
 
 mvn -B --no-transfer-progress -f android/tidesync-android/pom.xml test \
     -Dtidesync.syncUrl="${base}/application/" -Dsurefire.failIfNoSpecifiedTests=false "$@"
