@@ -8,6 +8,8 @@
 mod bad_input;
 mod concurrency;
 mod conformance;
+mod crash;
+mod fault_matrix;
 mod sync_bad_pages;
 mod sync_e2e;
 mod sync_search;

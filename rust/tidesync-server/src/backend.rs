@@ -42,6 +42,32 @@ pub struct AppliedChanges {
     pub deletes: u64,
 }
 
+/// Which operation a pushed change was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AppliedOp {
+    /// A create (`id` is the id the backend gave it).
+    Create,
+    /// An update (`attrs` are the attributes the client sent).
+    Update,
+    /// A delete.
+    Delete,
+}
+
+/// One change pushed by a client and accepted by the backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedChange {
+    /// The operation.
+    pub op: AppliedOp,
+    /// The source.
+    pub source: String,
+    /// The user who pushed it.
+    pub user: String,
+    /// The object id (for a create, the backend's new id).
+    pub id: String,
+    /// The attributes the client sent.
+    pub attrs: Obj,
+}
+
 /// A handle on a running server's data. Changes made here reach clients as diffs on their next
 /// pages, exactly like changes made in the backend by another system.
 #[derive(Clone)]
@@ -193,6 +219,11 @@ impl Backend {
         let client = self.state.client_any(client_id)?;
         let c = client.lock();
         c.device.as_ref().map(|d| d.fields.clone())
+    }
+
+    /// Every change pushed by clients that the backend applied so far, in order.
+    pub fn applied_log(&self) -> Vec<AppliedChange> {
+        self.state.cud.log.lock().clone()
     }
 
     /// Changes pushed by clients that the backend applied so far.

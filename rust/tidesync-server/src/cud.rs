@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
+use crate::backend::AppliedOp;
 use crate::obj::{Obj, ObjRef};
 use crate::state::{Queue, State};
 
@@ -55,6 +56,20 @@ pub(crate) struct CudQueues {
     sources: Mutex<HashMap<String, Arc<Mutex<SourceQueues>>>>,
     /// Objects the adapter accepted, per operation (for tests that count applications).
     pub applied: AppliedCounts,
+    /// Every accepted change in order (for tests that check "exactly once" per change).
+    pub log: Mutex<Vec<crate::backend::AppliedChange>>,
+}
+
+impl CudQueues {
+    fn record(&self, op: AppliedOp, source: &str, user: &str, id: &str, attrs: &Obj) {
+        self.log.lock().push(crate::backend::AppliedChange {
+            op,
+            source: source.to_owned(),
+            user: user.to_owned(),
+            id: id.to_owned(),
+            attrs: attrs.clone(),
+        });
+    }
 }
 
 /// Counts of changes applied to the backend.
@@ -129,6 +144,7 @@ impl State {
                             let stored = Arc::new(obj);
                             let k = md.put(&id, stored.clone());
                             self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
+                            self.cud.record(AppliedOp::Create, source, &entry.user, &id, &stored);
                             if other.is_some() {
                                 other_cd = Some((k, Some(stored)));
                             } else if let Some(cs) = cs.as_mut() {
@@ -142,6 +158,7 @@ impl State {
                         }
                         Ok(None) => {
                             self.cud.applied.creates.fetch_add(1, Ordering::SeqCst);
+                            self.cud.record(AppliedOp::Create, source, &entry.user, &key, &obj);
                             if let Some(cs) = cs {
                                 cs.dropped_creates.push((key, obj));
                             }
@@ -169,6 +186,7 @@ impl State {
                             Ok(new) => {
                                 md.put(&key, Arc::new(new));
                                 self.cud.applied.updates.fetch_add(1, Ordering::SeqCst);
+                                self.cud.record(AppliedOp::Update, source, &entry.user, &key, &obj);
                                 false
                             }
                             Err(e) => {
@@ -196,6 +214,7 @@ impl State {
                             Ok(()) => {
                                 md.remove(&key);
                                 self.cud.applied.deletes.fetch_add(1, Ordering::SeqCst);
+                                self.cud.record(AppliedOp::Delete, source, &entry.user, &key, &obj);
                                 if other.is_some() {
                                     other_cd = Some((Arc::from(key.as_str()), None));
                                 } else if let Some(cs) = cs {

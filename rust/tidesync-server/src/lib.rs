@@ -37,7 +37,7 @@ use std::thread::JoinHandle;
 
 pub use adapter::{AdapterError, Authenticator, SourceAdapter};
 pub use app::{App, DatasetSpec, Partition, SourceDef};
-pub use backend::{AppliedChanges, Backend, BackendError};
+pub use backend::{AppliedChange, AppliedChanges, AppliedOp, Backend, BackendError};
 pub use fault::{FaultKind, FaultRule, Faults, Route};
 pub use obj::{Obj, ObjRef};
 
