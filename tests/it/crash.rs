@@ -371,7 +371,25 @@ fn crash_sigkill_at_random_moments_loses_and_duplicates_nothing() {
         let errors: i64 = conn
             .query_row("SELECT COUNT(*) FROM sync_errors", [], |r| r.get(0))
             .expect("count errors");
-        assert_eq!((queued, errors), (0, 0), "changes still queued / errors recorded");
+        let details: Vec<String> = conn
+            .prepare("SELECT kind, object, message FROM sync_errors")
+            .and_then(|mut st| {
+                st.query_map([], |r| {
+                    Ok(format!(
+                        "{} {} {}",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?
+                    ))
+                })?
+                .collect()
+            })
+            .expect("list errors");
+        assert_eq!(
+            (queued, errors),
+            (0, 0),
+            "changes still queued / errors recorded: {details:?}"
+        );
     }
 
     // Exactly once, per change.

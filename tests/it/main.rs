@@ -13,3 +13,4 @@ mod fault_matrix;
 mod sync_bad_pages;
 mod sync_e2e;
 mod sync_search;
+mod tls;

@@ -1002,3 +1002,51 @@ fn sync_cli_wrong_password_fails() {
     assert!(!status.success(), "exit {status:?}: {json}");
     assert_eq!(json["ok"], false, "{json}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 15. A re-sent delete that the first attempt already applied (found by the crash test)
+// ---------------------------------------------------------------------------------------------
+
+/// The first push of a delete is applied but its answer lost; the delete goes out again in a push
+/// with two more deletes after it. The server refuses the re-sent one ("does not exist") and so
+/// defers the two after it (spec §5.6). The client counts the refusal as done AND waits for the
+/// deferred two with a push marker: both reach the server, nothing stays in error.
+#[test]
+fn sync_resent_delete_refused_as_already_done_does_not_lose_the_deletes_after_it() {
+    let server = start_server();
+    let c = alice(&server);
+    sync_product_ok(&c);
+    assert!(c.store().destroy("Product", "21").unwrap());
+    server
+        .faults()
+        .set(vec![FaultRule::once_after(Route::Push, FaultKind::ApplyThenDrop, 0)]);
+    assert!(matches!(sync_product(&c), Err(CoreError::Network { .. })));
+    server.faults().clear();
+    assert!(
+        server.backend().get("Product", None, "21").unwrap().is_none(),
+        "applied"
+    );
+    // A sync with the push stalled: the pull settles 21 as "not applied" (no echo of a delete),
+    // so it goes out again with the next push.
+    server
+        .faults()
+        .set(vec![FaultRule::always(Route::Push, FaultKind::Http500)]);
+    let _ = sync_product(&c);
+    server.faults().clear();
+    assert!(c.store().destroy("Product", "22").unwrap());
+    assert!(c.store().destroy("Product", "23").unwrap());
+
+    for _ in 0..3 {
+        sync_product_ok(&c);
+    }
+    for id in ["22", "23"] {
+        assert!(
+            server.backend().get("Product", None, id).unwrap().is_none(),
+            "delete of {id} reached the server"
+        );
+    }
+    assert!(errors(&c, "Product").is_empty(), "errors: {:?}", errors(&c, "Product"));
+    assert!(pending(&c, "Product").is_empty(), "queue: {:?}", pending(&c, "Product"));
+    assert_eq!(server.backend().applied().deletes, 3);
+    assert_product_in_sync(&server, &c);
+}

@@ -83,6 +83,10 @@ struct SyncArgs {
     /// Do not verify TLS certificates (for test servers with self-signed certificates).
     #[arg(long)]
     insecure: bool,
+    /// Trust the certificates in this PEM file instead of the built-in roots (a private CA or a
+    /// self-signed server).
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
     /// Print one JSON summary as the last stdout line.
     #[arg(long)]
     json: bool,
@@ -135,6 +139,12 @@ struct ServeArgs {
     /// Serve the transcripts' test-harness route `POST /app/v1/Product/test_backend_change`.
     #[arg(long)]
     test_routes: bool,
+    /// Serve HTTPS with this certificate chain (PEM, server certificate first).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() {
@@ -176,6 +186,10 @@ fn sync(args: SyncArgs) -> Result<()> {
         page_size: Some(args.page_size),
         poll_interval: Some(0),
         ssl_verify_peer: Some(!args.insecure),
+        trusted_certificates_pem: match &args.ca_cert {
+            Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+            None => None,
+        },
         ..EngineConfig::default()
     };
     let engine = Engine::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
@@ -302,11 +316,19 @@ fn serve(args: ServeArgs) -> Result<()> {
     config.body_limit = args.body_limit;
     config.data_dir = args.data_dir;
     config.test_routes = args.test_routes;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+        config.tls = Some(tidesync_server::TlsIdentity {
+            cert_chain_pem: read(cert)?,
+            key_pem: read(key)?,
+        });
+    }
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
     tidesync_server::serve_blocking(
         config,
         |addr| {
             use std::io::Write as _;
-            println!("listening on http://{addr}/");
+            println!("listening on {scheme}://{addr}/");
             let _ = std::io::stdout().flush();
         },
         async {

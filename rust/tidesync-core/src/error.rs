@@ -10,6 +10,14 @@ pub enum Error {
         /// What failed.
         reason: String,
     },
+    /// No secure connection: the server's certificate is not trusted (unknown CA, self-signed,
+    /// expired, issued for another host) or the TLS handshake failed. Nothing was sent. Fix the
+    /// server's certificate, or trust its CA (`HttpConfig::trusted_certificates_pem`).
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What rustls reported.
+        reason: String,
+    },
     /// Not logged in, or the server rejected the session or the credentials (HTTP 401). Show
     /// the login screen.
     #[error("unauthorized: {message}")]

@@ -13,6 +13,13 @@ pub enum TideSyncError {
         /// What failed.
         reason: String,
     },
+    /// No secure connection: the server's certificate is not trusted (unknown CA,
+    /// self-signed, expired, another host) or the TLS handshake failed. Nothing was sent.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What the TLS library reported.
+        reason: String,
+    },
     /// Not logged in, or the server refused the credentials or session: show the login screen.
     #[error("unauthorized: {detail}")]
     Unauthorized {
@@ -75,6 +82,7 @@ impl From<CoreError> for TideSyncError {
     fn from(e: CoreError) -> Self {
         let (out, level) = match &e {
             CoreError::Network { reason } => (Self::Network { reason: reason.clone() }, Level::Warn),
+            CoreError::Tls { reason } => (Self::Tls { reason: reason.clone() }, Level::Warn),
             CoreError::Unauthorized { message } => (
                 Self::Unauthorized {
                     detail: message.clone(),

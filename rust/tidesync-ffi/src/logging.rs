@@ -54,12 +54,40 @@ pub trait LogSink: Send + Sync {
 static SINK: RwLock<Option<Arc<dyn LogSink>>> = RwLock::new(None);
 static INSTALLED: OnceLock<()> = OnceLock::new();
 
-#[cfg_attr(any(target_os = "android", target_os = "ios"), allow(dead_code))]
-struct Forwarder;
+/// Crates whose debug and trace lines carry the bytes of requests and answers (the password,
+/// the session cookie, object data): only their warnings and errors are ever logged.
+const QUIET_TARGETS: [&str; 2] = ["ureq", "rustls"];
+
+/// True when a line may be logged: at or above the level set, and never a request dump.
+pub(crate) fn allowed(m: &log::Metadata<'_>) -> bool {
+    m.level() <= log::max_level()
+        && (m.level() <= log::Level::Warn || !QUIET_TARGETS.iter().any(|t| m.target().starts_with(t)))
+}
+
+/// A platform logger behind the [`allowed`] filter.
+#[cfg_attr(not(any(target_os = "android", target_os = "ios")), allow(dead_code))]
+struct Filtered<L>(L);
+
+impl<L: log::Log> log::Log for Filtered<L> {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        allowed(m) && self.0.enabled(m)
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if allowed(r.metadata()) {
+            self.0.log(r);
+        }
+    }
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+/// Forwards lines to the app's [`LogSink`] (or stderr), behind the [`allowed`] filter.
+pub struct Forwarder;
 
 impl log::Log for Forwarder {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= log::max_level()
+        allowed(m)
     }
     fn log(&self, r: &log::Record<'_>) {
         if !self.enabled(r.metadata()) {
@@ -85,11 +113,17 @@ pub fn init_logging(level: LogLevel, sink: Option<Arc<dyn LogSink>>) {
     INSTALLED.get_or_init(|| {
         #[cfg(target_os = "android")]
         {
-            android_logger::init_once(android_logger::Config::default().with_tag("TideSync"));
+            let inner = android_logger::AndroidLogger::new(
+                android_logger::Config::default()
+                    .with_tag("TideSync")
+                    .with_max_level(log::LevelFilter::Trace),
+            );
+            let _ = log::set_logger(Box::leak(Box::new(Filtered(inner))));
         }
         #[cfg(target_os = "ios")]
         {
-            let _ = oslog::OsLogger::new("dev.tidesync").init();
+            let inner = oslog::OsLogger::new("dev.tidesync");
+            let _ = log::set_logger(Box::leak(Box::new(Filtered(inner))));
         }
         #[cfg(not(any(target_os = "android", target_os = "ios")))]
         {

@@ -36,6 +36,11 @@ pub struct EngineConfig {
     /// waits for a stalled request.
     #[uniffi(default)]
     pub read_timeout_ms: Option<u32>,
+    /// Certificates (PEM) to trust instead of the built-in Mozilla roots: your private CA or
+    /// a self-signed server certificate (not stored). An untrusted server fails with
+    /// `TideSyncError.Tls`.
+    #[uniffi(default)]
+    pub trusted_certificates_pem: Option<String>,
 }
 
 impl From<&EngineConfig> for core::EngineConfig {
@@ -48,6 +53,7 @@ impl From<&EngineConfig> for core::EngineConfig {
             ssl_verify_peer: c.ssl_verify_peer,
             connect_timeout: ms(c.connect_timeout_ms),
             read_timeout: ms(c.read_timeout_ms),
+            trusted_certificates_pem: c.trusted_certificates_pem.clone(),
         }
     }
 }

@@ -58,6 +58,23 @@ pub struct ServerConfig {
     pub secret: Option<Vec<u8>>,
     /// Serve the transcripts' test-harness route `POST /app/v1/Product/test_backend_change`.
     pub test_routes: bool,
+    /// Serve HTTPS with this certificate (default: plain HTTP).
+    pub tls: Option<TlsIdentity>,
+}
+
+/// A TLS server identity: the certificate chain (leaf first) and its private key, in PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    /// `-----BEGIN CERTIFICATE-----` blocks, the server's certificate first.
+    pub cert_chain_pem: String,
+    /// The private key (`PRIVATE KEY`, `RSA PRIVATE KEY` or `EC PRIVATE KEY`).
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
 }
 
 impl ServerConfig {
@@ -71,6 +88,7 @@ impl ServerConfig {
             data_dir: None,
             secret: None,
             test_routes: false,
+            tls: None,
         }
     }
 }
@@ -78,6 +96,7 @@ impl ServerConfig {
 /// A running server on its own thread and tokio runtime. Stopped on [`Server::stop`] or drop.
 pub struct Server {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<state::State>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -100,6 +119,8 @@ impl Server {
         let std_listener = std::net::TcpListener::bind(config.addr)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
+        let tls = config.tls.as_ref().map(net::tls_acceptor).transpose()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(state::State::new(config)?);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
@@ -121,7 +142,7 @@ impl Server {
                 rt.block_on(async move {
                     match tokio::net::TcpListener::from_std(std_listener) {
                         Ok(listener) => {
-                            net::serve(listener, st, async move {
+                            net::serve(listener, st, tls, async move {
                                 let _ = rx.await;
                             })
                             .await
@@ -133,6 +154,7 @@ impl Server {
             })?;
         Ok(Server {
             addr,
+            scheme,
             state,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -144,14 +166,14 @@ impl Server {
         self.addr
     }
 
-    /// `http://ADDR` (no trailing slash).
+    /// `http://ADDR` (`https://` with TLS; no trailing slash).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The Rhodes `syncserver` URL: `http://ADDR/application/`.
     pub fn sync_url(&self) -> String {
-        format!("http://{}/{}/", self.addr, self.state.app().name)
+        format!("{}://{}/{}/", self.scheme, self.addr, self.state.app().name)
     }
 
     /// Changes the backend data as another user or system would.
@@ -203,9 +225,10 @@ pub fn serve_blocking(
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
+        let tls = config.tls.as_ref().map(net::tls_acceptor).transpose()?;
         let state = Arc::new(state::State::new(config)?);
         on_bound(addr);
-        net::serve(listener, state, shutdown).await;
+        net::serve(listener, state, tls, shutdown).await;
         Ok(())
     })
 }

@@ -67,8 +67,60 @@ impl AsyncWrite for Killable {
     }
 }
 
-/// Accepts connections until `shutdown` resolves.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl std::future::Future<Output = ()>) {
+/// A client that connects and never finishes the TLS handshake is dropped after this long.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_connection<I, S>(io: I, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<hyper::Request<hyper::body::Incoming>, Response = axum::response::Response>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: std::error::Error + Send + Sync + 'static,
+{
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        log::debug!("connection closed: {e}");
+    }
+}
+
+/// Builds the TLS acceptor for a certificate chain and key in PEM (rustls with ring).
+///
+/// # Errors
+/// The PEM does not hold a certificate and a private key, or rustls refuses them.
+pub(crate) fn tls_acceptor(identity: &crate::TlsIdentity) -> io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{what}: {e}"));
+    let certs = CertificateDer::pem_slice_iter(identity.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("TLS certificate PEM", &e))?;
+    if certs.is_empty() {
+        return Err(bad("TLS certificate PEM", &"no certificate found"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(identity.key_pem.as_bytes()).map_err(|e| bad("TLS key PEM", &e))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS versions", &e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad("TLS certificate and key", &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepts connections until `shutdown` resolves; with `tls`, every connection is TLS.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let router = crate::http::router(state);
     tokio::pin!(shutdown);
     loop {
@@ -88,19 +140,21 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, shutdown: im
         let _ = stream.set_nodelay(true);
         let kill = Arc::new(AtomicBool::new(false));
         let ctl = ConnCtl { kill: kill.clone() };
-        let io = TokioIo::new(Killable { inner: stream, kill });
+        let stream = Killable { inner: stream, kill };
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(ctl.clone());
             router.clone().oneshot(req.map(axum::body::Body::new))
         });
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(io, service)
-                .await
-            {
-                log::debug!("connection closed: {e}");
+            match tls {
+                None => serve_connection(stream, service).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve_connection(tls_stream, service).await,
+                    Ok(Err(e)) => log::debug!("TLS handshake failed: {e}"),
+                    Err(_) => log::debug!("TLS handshake timed out"),
+                },
             }
         });
     }

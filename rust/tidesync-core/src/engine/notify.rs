@@ -114,7 +114,7 @@ impl ErrorCode {
     /// purpose.
     pub fn of(e: &Error) -> ErrorCode {
         match e {
-            Error::Network { .. } => ErrorCode::Network,
+            Error::Network { .. } | Error::Tls { .. } => ErrorCode::Network,
             Error::Unauthorized { .. } => ErrorCode::Unauthorized,
             Error::Server { .. } => ErrorCode::RemoteServer,
             Error::Protocol { .. } => ErrorCode::UnexpectedServerResponse,

@@ -40,6 +40,9 @@ pub struct EngineConfig {
     /// Response head and body timeout (not stored; default 60 s). A stop cannot end an HTTP
     /// request sooner than this: it bounds the stop latency while a request is stalled.
     pub read_timeout: Option<Duration>,
+    /// Certificates (PEM) to trust instead of the built-in Mozilla roots — a private CA or a
+    /// self-signed server (not stored; default: the built-in roots).
+    pub trusted_certificates_pem: Option<String>,
 }
 
 impl EngineConfig {
@@ -61,6 +64,7 @@ pub(crate) struct Settings {
     pub ssl_verify_peer: bool,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    pub trusted_certificates_pem: Option<String>,
 }
 
 impl Settings {
@@ -71,6 +75,7 @@ impl Settings {
             connect_timeout: self.connect_timeout,
             read_timeout: self.read_timeout,
             ssl_verify_peer: self.ssl_verify_peer,
+            trusted_certificates_pem: self.trusted_certificates_pem.clone(),
         };
         c
     }
@@ -131,6 +136,7 @@ pub(crate) fn resolve(store: &Store, config: &EngineConfig) -> Result<(Settings,
         },
         connect_timeout: config.connect_timeout.unwrap_or(defaults.http.connect_timeout),
         read_timeout: config.read_timeout.unwrap_or(defaults.http.read_timeout),
+        trusted_certificates_pem: config.trusted_certificates_pem.clone(),
     };
     let changed = stored_url.is_some_and(|u| u != settings.sync_server);
     persist(store, &settings)?;

@@ -58,7 +58,7 @@ impl RhoConnect {
         };
         Ok(Self {
             base,
-            transport: Transport::new(http),
+            transport: Transport::new(http)?,
         })
     }
 
@@ -166,6 +166,7 @@ impl RhoConnect {
                 )),
                 Ok(a) => Err((PushOutcome::Rejected, status_error(&a))),
                 Err(Failure::NotSent(r)) => Err((PushOutcome::Rejected, Error::Network { reason: r })),
+                Err(Failure::Tls(reason)) => Err((PushOutcome::Rejected, Error::Tls { reason })),
                 Err(Failure::Lost(r)) => Err((PushOutcome::Unknown, Error::Network { reason: r })),
             }
             .map_err(|(o, e)| {
@@ -256,6 +257,13 @@ impl RhoConnect {
                 server_total: page.total_count,
                 stats: &stats,
             });
+            log::debug!(
+                "{}: page {} applied ({count} objects, {} so far, server total {:?})",
+                src.def.name,
+                report.pages,
+                report.objects,
+                page.total_count
+            );
             if last {
                 return Ok(());
             }

@@ -17,6 +17,9 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     /// Verify TLS certificates (on by default; turning it off is logged).
     pub ssl_verify_peer: bool,
+    /// Certificates (PEM) to trust instead of the built-in Mozilla roots: a private CA, or a
+    /// self-signed server certificate. `None`: the built-in roots.
+    pub trusted_certificates_pem: Option<String>,
 }
 
 impl Default for HttpConfig {
@@ -25,6 +28,7 @@ impl Default for HttpConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             ssl_verify_peer: true,
+            trusted_certificates_pem: None,
         }
     }
 }
@@ -52,8 +56,10 @@ impl Answer {
 /// A request that got no answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Failure {
-    /// The request certainly did not reach the server (DNS, connect, TLS handshake).
+    /// The request certainly did not reach the server (DNS, connect).
     NotSent(String),
+    /// No secure connection (untrusted certificate, failed handshake): nothing was sent.
+    Tls(String),
     /// The request may have been received and processed; the answer was lost.
     Lost(String),
 }
@@ -62,6 +68,7 @@ impl From<Failure> for Error {
     fn from(f: Failure) -> Self {
         match f {
             Failure::NotSent(r) | Failure::Lost(r) => Error::Network { reason: r },
+            Failure::Tls(reason) => Error::Tls { reason },
         }
     }
 }
@@ -83,10 +90,10 @@ fn classify(e: ureq::Error) -> Failure {
     use ureq::Timeout as T;
     let msg = e.to_string();
     match e {
-        E::HostNotFound | E::ConnectionFailed | E::BadUri(_) | E::Tls(_) | E::TlsRequired | E::RequireHttpsOnly(_) => {
-            Failure::NotSent(msg)
-        }
-        E::Rustls(_) | E::Pem(_) => Failure::NotSent(format!("TLS: {msg}")),
+        E::HostNotFound | E::ConnectionFailed | E::BadUri(_) | E::RequireHttpsOnly(_) => Failure::NotSent(msg),
+        E::Tls(_) | E::TlsRequired | E::Rustls(_) | E::Pem(_) => Failure::Tls(msg),
+        // rustls reports a refused certificate through the I/O error of the handshake.
+        E::Io(ref io) if io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => Failure::Tls(msg),
         E::Timeout(T::Resolve | T::Connect) => Failure::NotSent(msg),
         E::Io(ref io) if io.kind() == std::io::ErrorKind::ConnectionRefused => Failure::NotSent(msg),
         _ => Failure::Lost(msg),
@@ -94,10 +101,31 @@ fn classify(e: ureq::Error) -> Failure {
 }
 
 impl Transport {
-    pub fn new(cfg: &HttpConfig) -> Self {
+    /// An agent for `cfg`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when `trusted_certificates_pem` holds no valid certificate.
+    pub fn new(cfg: &HttpConfig) -> Result<Self, Error> {
         if !cfg.ssl_verify_peer {
             log::warn!("TLS certificate verification is OFF (ssl_verify_peer = false)");
         }
+        let roots = match &cfg.trusted_certificates_pem {
+            None => ureq::tls::RootCerts::WebPki,
+            Some(pem) => {
+                let mut certs = Vec::new();
+                for item in ureq::tls::parse_pem(pem.as_bytes()) {
+                    match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                        Ok(_) => {}
+                        Err(e) => return Err(Error::invalid(format!("trusted certificates: {e}"))),
+                    }
+                }
+                if certs.is_empty() {
+                    return Err(Error::invalid("trusted certificates: no PEM certificate found"));
+                }
+                ureq::tls::RootCerts::new_with_certs(&certs)
+            }
+        };
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(cfg.connect_timeout))
             .timeout_recv_response(Some(cfg.read_timeout))
@@ -108,12 +136,13 @@ impl Transport {
             .tls_config(
                 ureq::tls::TlsConfig::builder()
                     .disable_verification(!cfg.ssl_verify_peer)
+                    .root_certs(roots)
                     .build(),
             )
             .build();
-        Self {
+        Ok(Self {
             agent: ureq::Agent::new_with_config(config),
-        }
+        })
     }
 
     fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, Failure> {
