@@ -10,6 +10,7 @@ mod concurrency;
 mod conformance;
 mod crash;
 mod fault_matrix;
+mod load;
 mod sync_bad_pages;
 mod sync_e2e;
 mod sync_search;

@@ -551,6 +551,7 @@ mod tests {
             files_dir: Some(dir.0.join("files").to_string_lossy().into_owned()),
             connect_timeout_ms: Some(500),
             read_timeout_ms: Some(500),
+            trusted_certificates_pem: None,
         })
         .expect("opens");
         e.define_source(SourceDefinition {

@@ -69,6 +69,9 @@ pub enum ErrorCode {
     Storage,
     /// A bad argument.
     InvalidInput,
+    /// No secure connection: untrusted certificate or failed TLS handshake (not retried by
+    /// waiting: fix the certificate or `trustedCertificatesPem`).
+    Tls,
 }
 
 /// What the engine is doing.

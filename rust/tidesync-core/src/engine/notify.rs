@@ -92,6 +92,9 @@ pub enum ErrorCode {
     Storage,
     /// A bad argument.
     InvalidInput,
+    /// No secure connection: the server's certificate is not trusted, or the TLS handshake
+    /// failed. Retrying does not help until the certificate or the trusted CAs change.
+    Tls,
 }
 
 impl ErrorCode {
@@ -99,7 +102,7 @@ impl ErrorCode {
     pub fn rho_code(self) -> u32 {
         match self {
             ErrorCode::None => 0,
-            ErrorCode::Network => 1,
+            ErrorCode::Network | ErrorCode::Tls => 1,
             ErrorCode::RemoteServer => 2,
             ErrorCode::Runtime | ErrorCode::Storage | ErrorCode::InvalidInput => 3,
             ErrorCode::UnexpectedServerResponse => 4,
@@ -114,7 +117,8 @@ impl ErrorCode {
     /// purpose.
     pub fn of(e: &Error) -> ErrorCode {
         match e {
-            Error::Network { .. } | Error::Tls { .. } => ErrorCode::Network,
+            Error::Network { .. } => ErrorCode::Network,
+            Error::Tls { .. } => ErrorCode::Tls,
             Error::Unauthorized { .. } => ErrorCode::Unauthorized,
             Error::Server { .. } => ErrorCode::RemoteServer,
             Error::Protocol { .. } => ErrorCode::UnexpectedServerResponse,

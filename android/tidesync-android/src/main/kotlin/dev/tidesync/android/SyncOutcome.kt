@@ -35,7 +35,7 @@ sealed class SyncOutcome {
 
     /**
      * A failure that another attempt will not fix by itself: [kind] is one of the `ERROR_…`
-     * values of [SyncData] (protocol, storage, closed, invalid, schema_changed, internal).
+     * values of [SyncData] (protocol, tls, storage, closed, invalid, schema_changed, internal).
      */
     data class Failed(val kind: String, val detail: String) : SyncOutcome()
 }
@@ -82,6 +82,7 @@ object SyncOutcomes {
         is TideSyncException.Stopped -> SyncOutcome.Stopped
         is TideSyncException.Busy -> SyncOutcome.Busy
         is TideSyncException.Protocol -> SyncOutcome.Failed(SyncData.ERROR_PROTOCOL, e.reason)
+        is TideSyncException.Tls -> SyncOutcome.Failed(SyncData.ERROR_TLS, e.reason)
         is TideSyncException.Storage -> SyncOutcome.Failed(SyncData.ERROR_STORAGE, e.reason)
         is TideSyncException.Closed -> SyncOutcome.Failed(SyncData.ERROR_CLOSED, e.message.orEmpty())
         is TideSyncException.InvalidArgument -> SyncOutcome.Failed(SyncData.ERROR_INVALID, e.reason)
@@ -93,6 +94,7 @@ object SyncOutcomes {
 
     private fun kindOf(code: ErrorCode): String = when (code) {
         ErrorCode.UNEXPECTED_SERVER_RESPONSE -> SyncData.ERROR_PROTOCOL
+        ErrorCode.TLS -> SyncData.ERROR_TLS
         ErrorCode.STORAGE -> SyncData.ERROR_STORAGE
         ErrorCode.INVALID_INPUT -> SyncData.ERROR_INVALID
         else -> SyncData.ERROR_INTERNAL // RUNTIME: unknown source, busy or closed (the code does not say which)

@@ -40,6 +40,8 @@ object SyncData {
     const val ERROR_NOT_INITIALIZED = "not_initialized"
     const val ERROR_SERVER = "server"
     const val ERROR_PROTOCOL = "protocol"
+    /** The server's certificate is not trusted (or the TLS handshake failed): not retried. */
+    const val ERROR_TLS = "tls"
     const val ERROR_STORAGE = "storage"
     const val ERROR_CLOSED = "closed"
     const val ERROR_INVALID = "invalid"

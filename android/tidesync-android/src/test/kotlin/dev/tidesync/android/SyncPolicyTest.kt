@@ -102,6 +102,15 @@ class SyncPolicyTest {
     }
 
     @Test
+    fun untrusted_certificate_is_a_failure_not_a_retry() {
+        val tls = SyncOutcomes.fromResults(listOf(result("Product", ErrorCode.TLS)))
+        assertEquals(SyncOutcome.Failed(SyncData.ERROR_TLS, "Product: failed"), tls)
+        val d = policy.decide(tls)
+        assertTrue(d is SyncDecision.Failure, "$d")
+        assertEquals(SyncData.ERROR_TLS, (d as SyncDecision.Failure).data[SyncData.KEY_ERROR])
+    }
+
+    @Test
     fun refused_changes_still_count_as_synced_and_are_named() {
         val o = SyncOutcomes.fromResults(listOf(result("Product", local = 3u), result("Customer", ErrorCode.CUSTOM_SYNC_SERVER)))
         assertEquals(listOf("Customer"), (o as SyncOutcome.Synced).serverErrors)
