@@ -106,7 +106,7 @@ class SyncPolicyTest {
         val tls = SyncOutcomes.fromResults(listOf(result("Product", ErrorCode.TLS)))
         assertEquals(SyncOutcome.Failed(SyncData.ERROR_TLS, "Product: failed"), tls)
         val d = policy.decide(tls)
-        assertTrue(d is SyncDecision.Failure, "$d")
+        assertTrue("$d", d is SyncDecision.Failure)
         assertEquals(SyncData.ERROR_TLS, (d as SyncDecision.Failure).data[SyncData.KEY_ERROR])
     }
 
