@@ -939,7 +939,7 @@ fn sync_push_with_lost_answer_is_applied_exactly_once() {
 // ---------------------------------------------------------------------------------------------
 
 /// `target/debug/tidesync`, built once if missing.
-fn cli_binary() -> PathBuf {
+pub(crate) fn cli_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -1026,8 +1026,8 @@ fn sync_resent_delete_refused_as_already_done_does_not_lose_the_deletes_after_it
         server.backend().get("Product", None, "21").unwrap().is_none(),
         "applied"
     );
-    // A sync with the push stalled: the pull settles 21 as "not applied" (no echo of a delete),
-    // so it goes out again with the next push.
+    // A sync whose push is refused (500): its pull settles 21 as "not applied" (a delete has no
+    // echo), so 21 goes out again with the next push.
     server
         .faults()
         .set(vec![FaultRule::always(Route::Push, FaultKind::Http500)]);

@@ -157,3 +157,70 @@ fn tls_bad_trusted_certificates_are_invalid_input() {
     let err = SyncClient::open(&dir.path().join("client.db"), config).expect_err("no certificate in the PEM");
     assert!(matches!(err, CoreError::InvalidInput { .. }), "{err:?}");
 }
+
+/// The CLI end to end: `tidesync serve --tls-cert --tls-key` and `tidesync sync --ca-cert`.
+#[test]
+fn tls_cli_serve_and_sync_with_a_private_ca() {
+    use std::io::{BufRead as _, BufReader};
+    let pki = pki(&["127.0.0.1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write PEM");
+        p
+    };
+    let (cert, key, ca) = (
+        write("server.pem", &pki.identity.cert_chain_pem),
+        write("server.key", &pki.identity.key_pem),
+        write("ca.pem", &pki.ca_pem),
+    );
+    let bin = crate::sync_e2e::cli_binary();
+    let mut serve = std::process::Command::new(&bin)
+        .args(["serve", "--addr", "127.0.0.1:0", "--app", "transcripts", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("tidesync serve starts");
+    let mut line = String::new();
+    BufReader::new(serve.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("the server prints its address");
+    let result = (|| {
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .ok_or_else(|| format!("unexpected first line {line:?}"))?
+            .to_owned();
+        if !base.starts_with("https://") {
+            return Err(format!("not HTTPS: {base}"));
+        }
+        let sync = |extra: &[&std::ffi::OsStr]| {
+            std::process::Command::new(&bin)
+                .args(["sync", "--url", &format!("{base}application"), "--user", "alice"])
+                .args(["--password", "password", "--json", "--db"])
+                .arg(dir.path().join(format!("cli-{}.db", extra.len())))
+                .args(extra)
+                .output()
+                .expect("tidesync sync runs")
+        };
+        let untrusted = sync(&[]);
+        let trusted = sync(&["--ca-cert".as_ref(), ca.as_os_str()]);
+        Ok((untrusted, trusted))
+    })();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let (untrusted, trusted) = result.expect("the HTTPS server answered");
+    assert!(!untrusted.status.success(), "an unknown CA fails");
+    let out = String::from_utf8_lossy(&untrusted.stdout);
+    assert!(out.contains("TLS"), "the failure says TLS: {out}");
+    assert!(
+        trusted.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&trusted.stdout),
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    let out = String::from_utf8_lossy(&trusted.stdout);
+    assert!(out.contains("\"ok\":true"), "{out}");
+}
