@@ -38,15 +38,8 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::sync::SyncErrorRecord;
 
-/// How the data came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncType {
-    /// Page by page (the only kind so far).
-    Incremental,
-    /// A bulk data file (not implemented yet).
-    Bulk,
-}
+/// How the data came: the same type as a source's sync type ([`crate::model::SyncType`]).
+pub use crate::model::SyncType;
 
 /// The status of a [`SyncNotification`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -122,7 +115,7 @@ impl ErrorCode {
             Error::Busy | Error::NotFound { .. } => ErrorCode::Runtime,
             Error::Stopped => ErrorCode::CancelledByUser,
             Error::InvalidInput { .. } => ErrorCode::InvalidInput,
-            Error::SchemaChanged => ErrorCode::UnexpectedServerResponse,
+            Error::SchemaChanged | Error::BulkFile { .. } => ErrorCode::UnexpectedServerResponse,
             Error::Closed | Error::Internal { .. } => ErrorCode::Runtime,
         }
     }
@@ -179,9 +172,10 @@ pub struct SyncNotification {
     pub server_errors: Vec<SyncErrorRecord>,
     /// Per-source outcomes (run events only).
     pub outcomes: Vec<SourceOutcome>,
-    /// Bulk sync step (none yet).
+    /// Bulk sync step (`sync_type` bulk only): `start`, `download`, `change_db`, `blobs`, `ok`,
+    /// `complete` or `error` (spec §6.5).
     pub bulk_status: Option<String>,
-    /// Bulk sync partition (none yet).
+    /// Bulk sync partition (`user` or `app`; empty for the steps of the whole bulk sync).
     pub partition: Option<String>,
 }
 

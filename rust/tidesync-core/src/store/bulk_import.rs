@@ -1,0 +1,406 @@
+//! Importing a snapshot file (the bulk data file of spec §6.4) into the store: validation first,
+//! then one transaction that replaces the synced objects of the file's sources.
+//!
+//! Validation ([`validate`]) opens the file read-only and checks that it is a sound SQLite
+//! database (`PRAGMA integrity_check`), has the §6.4 tables, and lists every requested source in
+//! the partition, selected (`sync_type` not `none`); a fixed-schema source whose `schema`
+//! column describes other properties than the local columns is a schema change. Anything else
+//! wrong is [`Error::BulkFile`] and nothing is touched.
+//!
+//! The import ([`Store::import_snapshot`]) attaches the file to the writer connection and, in
+//! ONE transaction per partition, for each source:
+//!
+//! 1. removes the local objects that have no queued change;
+//! 2. inserts the file's objects, except those with queued changes, in one `INSERT … SELECT`
+//!    (`json_group_object` builds the property-bag rows; fixed-schema rows pivot the
+//!    attributes onto the columns);
+//! 3. applies the file's copy of objects with queued changes as a page would
+//!    ([`super::apply::apply`]): a pending edit keeps its local value (H8), a locally deleted
+//!    object stays deleted, a locally created object is untouched;
+//! 4. checks the number of objects against the file's `last_inserted_size` (a mismatch rolls
+//!    everything back), and resets the source's tokens to "no page pending".
+//!
+//! Queued changes are never touched, so they are pushed after the import exactly as before. A
+//! stop interrupts the transaction (rollback). Source ids of the file are mapped by name, never
+//! adopted.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use super::Store;
+use super::apply::{self, Batch};
+use super::meta::{self, SourceRow, ident};
+use crate::error::{Error, Result};
+use crate::model::{ModelKind, Partition};
+
+/// A source of the file matched to a local source.
+#[derive(Debug, Clone)]
+pub struct SnapshotSource {
+    /// The local source.
+    pub local: SourceRow,
+    /// Its `source_id` in the file.
+    pub file_id: i64,
+    /// Objects the file says it holds for it (`last_inserted_size`), when given.
+    pub expected: Option<u64>,
+    /// A table of the file holding this fixed-schema source's rows (`object` + columns).
+    pub table: Option<String>,
+}
+
+/// What [`Store::import_snapshot`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportStats {
+    /// Objects imported per source (name, count), in plan order.
+    pub objects: Vec<(String, u64)>,
+}
+
+impl ImportStats {
+    /// All objects imported.
+    pub fn total(&self) -> u64 {
+        self.objects.iter().map(|(_, n)| n).sum()
+    }
+}
+
+fn bad(reason: impl Into<String>) -> Error {
+    Error::BulkFile { reason: reason.into() }
+}
+
+/// Any SQLite failure while reading the file means the file is unusable.
+fn file_err(e: rusqlite::Error) -> Error {
+    bad(format!("sqlite: {e}"))
+}
+
+fn columns_of(c: &Connection, schema: &str, table: &str) -> Result<Vec<String>> {
+    let sql = format!("SELECT name FROM pragma_table_info(?1, ?2)");
+    let mut stmt = c.prepare(&sql).map_err(file_err)?;
+    let cols = stmt
+        .query_map(params![table, schema], |r| r.get::<_, String>(0))
+        .map_err(file_err)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(file_err)?;
+    Ok(cols)
+}
+
+/// The property names of a RhoConnect fixed schema (`{"property":{"name":"string",…}}`), or
+/// `None` when the column is empty or not that shape.
+fn schema_properties(schema: &str) -> Option<BTreeSet<String>> {
+    let v: serde_json::Value = serde_json::from_str(schema).ok()?;
+    let props = v.get("property")?.as_object()?;
+    Some(props.keys().cloned().collect())
+}
+
+/// Checks the file at `path` for `sources` of `partition` (see the module docs).
+///
+/// # Errors
+/// [`Error::BulkFile`] for a file that does not open, fails its integrity check, lacks the
+/// tables, or does not list a requested source as selected in the partition;
+/// [`Error::SchemaChanged`] when a fixed-schema source's server schema differs from the local
+/// columns.
+pub fn validate(path: &Path, partition: Partition, sources: &[SourceRow]) -> Result<Vec<SnapshotSource>> {
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| bad(format!("does not open: {e}")))?;
+    let check: Vec<String> = c
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
+        .map_err(file_err)?;
+    if check != ["ok"] {
+        let mut msg = check.join("; ");
+        msg.truncate(500);
+        return Err(bad(format!("integrity check: {msg}")));
+    }
+    for (table, needed) in [
+        ("sources", &["source_id", "name", "partition", "sync_type"][..]),
+        ("object_values", &["source_id", "attrib", "object", "value"][..]),
+    ] {
+        let have = columns_of(&c, "main", table)?;
+        if let Some(missing) = needed.iter().find(|n| !have.iter().any(|h| h == *n)) {
+            return Err(bad(format!("table {table} lacks column {missing}")));
+        }
+    }
+    let has_schema = columns_of(&c, "main", "sources")?.iter().any(|n| n == "schema");
+    let has_size = columns_of(&c, "main", "sources")?
+        .iter()
+        .any(|n| n == "last_inserted_size");
+    let sql = format!(
+        "SELECT source_id, name, partition, sync_type, {}, {} FROM sources",
+        if has_size { "last_inserted_size" } else { "NULL" },
+        if has_schema { "schema" } else { "NULL" }
+    );
+    type Row = (i64, String, Option<String>, Option<String>, Option<i64>, Option<String>);
+    let rows: Vec<Row> = c
+        .prepare(&sql)
+        .and_then(|mut s| {
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+                .collect()
+        })
+        .map_err(file_err)?;
+    let mut by_name: HashMap<&str, &Row> = HashMap::new();
+    for row in &rows {
+        if by_name.insert(row.1.as_str(), row).is_some() {
+            return Err(bad(format!("source {} is listed twice", row.1)));
+        }
+    }
+    let mut plan = Vec::with_capacity(sources.len());
+    for src in sources {
+        let name = src.def.name.as_str();
+        let Some((file_id, _, part, sync_type, size, schema)) = by_name.get(name).copied() else {
+            return Err(bad(format!("source {name} is not in the file")));
+        };
+        if part.as_deref() != Some(partition.as_str()) {
+            return Err(bad(format!(
+                "source {name} is in partition {part:?} of the file, not {}",
+                partition.as_str()
+            )));
+        }
+        if sync_type.as_deref().is_none_or(|t| t == "none") {
+            return Err(bad(format!("source {name} was not selected in the file")));
+        }
+        if *size.as_ref().unwrap_or(&0) < 0 {
+            return Err(bad(format!("source {name}: negative object count")));
+        }
+        let mut table = None;
+        if let ModelKind::FixedSchema { columns } = &src.def.kind {
+            if let Some(props) = schema.as_deref().filter(|s| !s.trim().is_empty()).map(schema_properties) {
+                let local: BTreeSet<String> = columns.iter().cloned().collect();
+                match props {
+                    Some(p) if p == local => {}
+                    Some(_) => return Err(Error::SchemaChanged),
+                    None => return Err(bad(format!("source {name}: unreadable schema"))),
+                }
+            }
+            let exists: Option<String> = c
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(file_err)?;
+            if let Some(t) = exists {
+                if !columns_of(&c, "main", &t)?.iter().any(|n| n == "object") {
+                    return Err(bad(format!("table {t} lacks column object")));
+                }
+                table = Some(t);
+            }
+        }
+        plan.push(SnapshotSource {
+            local: src.clone(),
+            file_id: *file_id,
+            expected: size.map(|s| s as u64),
+            table,
+        });
+    }
+    Ok(plan)
+}
+
+impl Store {
+    /// Imports a validated snapshot file ([`validate`]) in one transaction (see the module
+    /// docs). `stopped` is checked between sources and before the commit; [`Store::interrupt`]
+    /// aborts the statement running.
+    ///
+    /// # Errors
+    /// [`Error::BulkFile`] when the file's object count of a source does not match what it
+    /// announced, [`Error::Stopped`], storage. On any error nothing changed.
+    pub fn import_snapshot(
+        &self,
+        path: &Path,
+        plan: &[SnapshotSource],
+        stopped: &dyn Fn() -> bool,
+    ) -> Result<ImportStats> {
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| Error::invalid("the snapshot path is not UTF-8"))?;
+        let mut conn = self.writer.lock();
+        conn.execute("ATTACH DATABASE ?1 AS bulk", [path_str])
+            .map_err(file_err)?;
+        *self.interruptible.lock() = true;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let all = meta::sources(&tx)?;
+            let mut stats = ImportStats::default();
+            for s in plan {
+                if stopped() {
+                    return Err(Error::Stopped);
+                }
+                // The definition may have changed since validation: use the stored one.
+                let local = all
+                    .iter()
+                    .find(|r| r.def.name == s.local.def.name)
+                    .ok_or_else(|| Error::invalid(format!("unknown source `{}`", s.local.def.name)))?;
+                if local.def.kind != s.local.def.kind {
+                    return Err(Error::invalid(format!(
+                        "source {} was redefined during the bulk sync",
+                        local.def.name
+                    )));
+                }
+                let n = import_source(&tx, local, &all, s)?;
+                if let Some(expected) = s.expected
+                    && n != expected
+                {
+                    return Err(bad(format!(
+                        "source {} holds {n} objects, the file announced {expected}",
+                        local.def.name
+                    )));
+                }
+                tx.execute(
+                    "UPDATE sources SET token = '', search_token = '', server_total = ?2 WHERE id = ?1",
+                    params![local.id, n as i64],
+                )?;
+                stats.objects.push((local.def.name.clone(), n));
+            }
+            if stopped() {
+                return Err(Error::Stopped);
+            }
+            tx.commit()?;
+            Ok(stats)
+        })();
+        *self.interruptible.lock() = false;
+        if let Err(e) = conn.execute("DETACH DATABASE bulk", []) {
+            log::error!("detaching the bulk file: {e}");
+        }
+        result
+    }
+}
+
+/// Imports one source; returns the number of the file's objects for it.
+fn import_source(tx: &Connection, src: &SourceRow, all: &[SourceRow], s: &SnapshotSource) -> Result<u64> {
+    let queued = "SELECT object FROM main.changes WHERE source_id = ?1";
+    let inserted = match (src.fixed_table(), &src.def.kind) {
+        (None, _) => {
+            tx.execute(
+                &format!("DELETE FROM main.objects WHERE source_id = ?1 AND id NOT IN ({queued})"),
+                [src.id],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO main.objects (source_id, id, attrs)
+                     SELECT ?1, CAST(object AS TEXT), json_group_object(CAST(attrib AS TEXT), coalesce(CAST(value AS TEXT), ''))
+                     FROM bulk.object_values
+                     WHERE source_id = ?2 AND object IS NOT NULL AND attrib IS NOT NULL
+                       AND object NOT IN ({queued})
+                     GROUP BY object"
+                ),
+                params![src.id, s.file_id],
+            )
+            .map_err(import_err)?
+        }
+        (Some(t), ModelKind::FixedSchema { columns }) => {
+            tx.execute(&format!("DELETE FROM main.{t} WHERE id NOT IN ({queued})"), [src.id])?;
+            let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+            let sql = match &s.table {
+                Some(table) => {
+                    let have = columns_of(tx, "bulk", table)?;
+                    let picked: Vec<String> = columns
+                        .iter()
+                        .map(|c| {
+                            if have.contains(c) {
+                                format!("CAST({} AS TEXT)", ident(c))
+                            } else {
+                                "NULL".into()
+                            }
+                        })
+                        .collect();
+                    format!(
+                        "INSERT INTO main.{t} (id, {}) SELECT CAST(object AS TEXT), {} FROM bulk.{}
+                         WHERE object IS NOT NULL AND object NOT IN ({queued}) AND ?2 = ?2",
+                        cols.join(", "),
+                        picked.join(", "),
+                        ident(table)
+                    )
+                }
+                None => {
+                    let pivot: Vec<String> = columns
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "max(CASE WHEN attrib = '{}' THEN CAST(value AS TEXT) END)",
+                                c.replace('\'', "''")
+                            )
+                        })
+                        .collect();
+                    format!(
+                        "INSERT INTO main.{t} (id, {}) SELECT CAST(object AS TEXT), {} FROM bulk.object_values
+                         WHERE source_id = ?2 AND object IS NOT NULL AND object NOT IN ({queued})
+                         GROUP BY object",
+                        cols.join(", "),
+                        pivot.join(", ")
+                    )
+                }
+            };
+            tx.execute(&sql, params![src.id, s.file_id]).map_err(import_err)?
+        }
+        (Some(_), ModelKind::PropertyBag) => return Err(Error::invalid("a property bag has no table")),
+    };
+    // Objects with queued changes: the file's copy goes through the page logic.
+    let ids: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT object FROM main.changes WHERE source_id = ?1 AND op != 'push'")?
+        .query_map([src.id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut found = 0_u64;
+    for chunk in ids.chunks(500) {
+        let mut objects: Vec<(String, Vec<(String, String)>)> = Vec::with_capacity(chunk.len());
+        for id in chunk {
+            let attrs = file_attrs(tx, src, s, id)?;
+            if let Some(a) = attrs {
+                objects.push((id.clone(), a));
+            }
+        }
+        found += objects.len() as u64;
+        let batch = Batch {
+            inserts: objects
+                .iter()
+                .map(|(id, a)| (id.as_str(), a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()))
+                .collect(),
+            ..Batch::default()
+        };
+        apply::apply(tx, src, all, &batch)?;
+    }
+    Ok(inserted as u64 + found)
+}
+
+/// The file's attributes of object `id`, `None` when the file does not have it.
+fn file_attrs(tx: &Connection, src: &SourceRow, s: &SnapshotSource, id: &str) -> Result<Option<Vec<(String, String)>>> {
+    if let (Some(table), ModelKind::FixedSchema { columns }) = (&s.table, &src.def.kind) {
+        let have = columns_of(tx, "bulk", table)?;
+        let picked: Vec<&String> = columns.iter().filter(|c| have.contains(c)).collect();
+        let list: Vec<String> = picked.iter().map(|c| format!("CAST({} AS TEXT)", ident(c))).collect();
+        let sql = format!(
+            "SELECT 1{}{} FROM bulk.{} WHERE object = ?1",
+            if list.is_empty() { "" } else { ", " },
+            list.join(", "),
+            ident(table)
+        );
+        let row = tx
+            .query_row(&sql, [id], |r| {
+                let mut out = Vec::new();
+                for (i, c) in picked.iter().enumerate() {
+                    if let Some(v) = r.get::<_, Option<String>>(i + 1)? {
+                        out.push(((*c).clone(), v));
+                    }
+                }
+                Ok(out)
+            })
+            .optional()
+            .map_err(import_err)?;
+        return Ok(row);
+    }
+    let rows: Vec<(String, String)> = tx
+        .prepare_cached(
+            "SELECT CAST(attrib AS TEXT), coalesce(CAST(value AS TEXT), '') FROM bulk.object_values
+             WHERE object = ?1 AND source_id = ?2 AND attrib IS NOT NULL",
+        )?
+        .query_map(params![id, s.file_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()
+        .map_err(import_err)?;
+    Ok((!rows.is_empty()).then_some(rows))
+}
+
+/// A failure reading the attached file is the file's fault unless it was a stop.
+fn import_err(e: rusqlite::Error) -> Error {
+    match Error::from(e) {
+        Error::Stopped => Error::Stopped,
+        Error::Storage { reason } if reason.contains("UNIQUE") => bad(format!("duplicate rows: {reason}")),
+        other => other,
+    }
+}
