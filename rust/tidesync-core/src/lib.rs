@@ -26,10 +26,12 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use model::{Attrs, BelongsTo, ModelKind, Object, Partition, SourceDef, SyncType};
-pub use protocol::{BulkEvent, BulkStep, PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver};
+pub use protocol::{
+    BulkEvent, BulkStep, PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver,
+};
 pub use query::{Cond, Query};
 pub use store::Store;
 pub use sync::{
-    BulkReport, BulkSyncState, CreateErrorAction, DeleteErrorAction, SyncClient, SyncConfig, SyncErrorRecord, SyncOptions, SyncReport,
-    UpdateErrorAction,
+    BulkReport, BulkSyncState, CreateErrorAction, DeleteErrorAction, SyncClient, SyncConfig, SyncErrorRecord,
+    SyncOptions, SyncReport, UpdateErrorAction,
 };

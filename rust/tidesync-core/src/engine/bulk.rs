@@ -35,7 +35,12 @@ fn event(status: SyncStatus, step: &str, partition: Option<Partition>) -> SyncNo
 }
 
 /// Runs the bulk sync with notifications. A stop yields [`Error::Stopped`].
-pub(crate) fn run(shared: &Arc<Shared>, client: &Arc<SyncClient>, epoch: u64, opts: &SyncOptions) -> Result<BulkReport> {
+pub(crate) fn run(
+    shared: &Arc<Shared>,
+    client: &Arc<SyncClient>,
+    epoch: u64,
+    opts: &SyncOptions,
+) -> Result<BulkReport> {
     let obs = Arc::new(BulkObserver {
         shared: shared.clone(),
         client: client.clone(),

@@ -131,8 +131,10 @@ pub fn validate(path: &Path, partition: Partition, sources: &[SourceRow]) -> Res
     let rows: Vec<Row> = c
         .prepare(&sql)
         .and_then(|mut s| {
-            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
-                .collect()
+            s.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?
+            .collect()
         })
         .map_err(file_err)?;
     let mut by_name: HashMap<&str, &Row> = HashMap::new();
@@ -161,7 +163,11 @@ pub fn validate(path: &Path, partition: Partition, sources: &[SourceRow]) -> Res
         }
         let mut table = None;
         if let ModelKind::FixedSchema { columns } = &src.def.kind {
-            if let Some(props) = schema.as_deref().filter(|s| !s.trim().is_empty()).map(schema_properties) {
+            if let Some(props) = schema
+                .as_deref()
+                .filter(|s| !s.trim().is_empty())
+                .map(schema_properties)
+            {
                 let local: BTreeSet<String> = columns.iter().cloned().collect();
                 match props {
                     Some(p) if p == local => {}

@@ -81,8 +81,7 @@ impl SyncClient {
     /// # Errors
     /// Storage.
     pub fn set_bulk_sync_state(&self, state: BulkSyncState) -> Result<()> {
-        self.store
-            .set_setting(BULK_STATE_KEY, Some(&state.code().to_string()))
+        self.store.set_setting(BULK_STATE_KEY, Some(&state.code().to_string()))
     }
 
     /// The synced sources loaded by bulk sync, in sync order.
@@ -155,7 +154,10 @@ impl SyncClient {
             };
             let Some(file) = self.protocol.fetch_snapshot(&self.store, &ctx, &request)? else {
                 // `nop`: the server has no sources in this partition.
-                log::info!("bulk sync: partition {} has no sources on the server", partition.as_str());
+                log::info!(
+                    "bulk sync: partition {} has no sources on the server",
+                    partition.as_str()
+                );
                 ctx.bulk(&BulkEvent::new(BulkStep::Ok, Some(partition)));
                 continue;
             };

@@ -47,7 +47,9 @@ fn parse_answer(body: &[u8]) -> Result<Answer> {
                 .ok_or_else(|| Error::protocol("bulk_data answer: url without a string"))?
                 .to_owned(),
         )),
-        other => Err(Error::protocol(format!("bulk_data answer: unexpected result {other:?}"))),
+        other => Err(Error::protocol(format!(
+            "bulk_data answer: unexpected result {other:?}"
+        ))),
     }
 }
 
@@ -221,15 +223,17 @@ fn download(
         let mut event = BulkEvent::new(BulkStep::Download, Some(request.partition));
         event.bytes = before;
         ctx.bulk(&event);
-        let result = rc.transport.download(url, Some(cookie), &mut file, &|| ctx.stopped(), &mut |n, total| {
-            if last_note.elapsed() >= Duration::from_millis(250) {
-                last_note = Instant::now();
-                let mut e = BulkEvent::new(BulkStep::Download, Some(request.partition));
-                e.bytes = n;
-                e.total_bytes = total;
-                ctx.bulk(&e);
-            }
-        });
+        let result = rc
+            .transport
+            .download(url, Some(cookie), &mut file, &|| ctx.stopped(), &mut |n, total| {
+                if last_note.elapsed() >= Duration::from_millis(250) {
+                    last_note = Instant::now();
+                    let mut e = BulkEvent::new(BulkStep::Download, Some(request.partition));
+                    e.bytes = n;
+                    e.total_bytes = total;
+                    ctx.bulk(&e);
+                }
+            });
         match result {
             Ok(n) => {
                 file.sync_all().map_err(|e| io_error(dest, e))?;
@@ -330,8 +334,14 @@ mod tests {
             Ok(Answer::Url("/data/application/a_1.data".into()))
         );
         assert!(matches!(parse_answer(b"{"), Err(Error::Protocol { .. })));
-        assert!(matches!(parse_answer(br#"{"result":"what"}"#), Err(Error::Protocol { .. })));
-        assert!(matches!(parse_answer(br#"{"result":"url"}"#), Err(Error::Protocol { .. })));
+        assert!(matches!(
+            parse_answer(br#"{"result":"what"}"#),
+            Err(Error::Protocol { .. })
+        ));
+        assert!(matches!(
+            parse_answer(br#"{"result":"url"}"#),
+            Err(Error::Protocol { .. })
+        ));
     }
 
     #[test]
