@@ -410,3 +410,249 @@ fn import_err(e: rusqlite::Error) -> Error {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Attrs, SourceDef};
+
+    /// A §6.4-shaped file: `sources` rows (name, partition, sync_type, size, schema) and
+    /// `object_values` rows (file source id, object, attrib, value).
+    fn file(
+        dir: &Path,
+        sources: &[(&str, &str, &str, i64, Option<&str>)],
+        values: &[(i64, &str, &str, &str)],
+    ) -> std::path::PathBuf {
+        let path = dir.join("snap.data");
+        let _ = std::fs::remove_file(&path);
+        let c = Connection::open(&path).expect("create");
+        c.execute_batch(
+            "CREATE TABLE sources (source_id BIGINT PRIMARY KEY, name VARCHAR(255), token BIGINT, sync_priority BIGINT,
+               partition VARCHAR(255), sync_type VARCHAR(255), metadata varchar, last_inserted_size BIGINT default 0,
+               source_attribs varchar, schema varchar);
+             CREATE TABLE object_values (source_id BIGINT, attrib varchar(255), object varchar(255), value varchar);
+             CREATE UNIQUE INDEX by_src_object ON object_values (object, attrib, source_id);",
+        )
+        .expect("schema");
+        for (i, (name, part, st, size, schema)) in sources.iter().enumerate() {
+            c.execute(
+                "INSERT INTO sources (source_id, name, partition, sync_type, last_inserted_size, schema) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![i as i64 + 1, name, part, st, size, schema],
+            )
+            .expect("source row");
+        }
+        for (sid, obj, attr, val) in values {
+            c.execute(
+                "INSERT INTO object_values (source_id, object, attrib, value) VALUES (?1, ?2, ?3, ?4)",
+                params![sid, obj, attr, val],
+            )
+            .expect("value row");
+        }
+        path
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attrs {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn store(dir: &Path) -> Store {
+        let s = Store::open(&dir.join("local.db")).expect("store");
+        s.define_source(&SourceDef::new("Bag").partition(Partition::App))
+            .expect("Bag");
+        s.define_source(
+            &SourceDef::new("Fixed")
+                .partition(Partition::App)
+                .fixed_schema(&["name", "price"]),
+        )
+        .expect("Fixed");
+        s
+    }
+
+    fn rows(s: &Store) -> Vec<String> {
+        let mut out = Vec::new();
+        for src in s.sources().expect("sources") {
+            for o in s.find_all(&src.def.name, &crate::Query::default()).expect("find_all") {
+                out.push(format!("{} {} {:?}", src.def.name, o.id, o.attrs));
+            }
+            out.push(format!("{} token={:?}", src.def.name, src.token));
+        }
+        out.push(format!(
+            "{:?}",
+            s.read(|c| crate::store::queue::changes(c, 1)).expect("queue")
+        ));
+        out
+    }
+
+    #[test]
+    fn bag_and_fixed_sources_import_and_queued_changes_survive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        // Local state: a stale synced object, a local create, a local update, a local delete.
+        s.write(|tx| {
+            let bag = meta::source(tx, "Bag")?;
+            crate::store::objects::put(tx, &bag, "stale", &attrs(&[("a", "old")]))?;
+            crate::store::objects::put(tx, &bag, "2", &attrs(&[("a", "old2"), ("b", "x")]))?;
+            crate::store::objects::put(tx, &bag, "3", &attrs(&[("a", "old3")]))?;
+            meta::set_token(tx, bag.id, "pending-token")
+        })
+        .expect("seed");
+        let created = s.create("Bag", attrs(&[("a", "new")])).expect("create");
+        s.update("Bag", "2", attrs(&[("a", "mine")])).expect("update");
+        s.destroy("Bag", "3").expect("destroy");
+        let path = file(
+            dir.path(),
+            &[
+                ("Bag", "app", "incremental", 3, None),
+                ("Fixed", "app", "incremental", 2, None),
+            ],
+            &[
+                (1, "1", "a", "one"),
+                (1, "2", "a", "theirs"),
+                (1, "2", "b", "y"),
+                (1, "3", "a", "three"),
+                (2, "f1", "name", "n1"),
+                (2, "f1", "price", "1.5"),
+                (2, "f1", "extra", "ignored"),
+                (2, "f2", "name", "n2"),
+            ],
+        );
+        let all = s.sources().expect("sources");
+        let plan = validate(&path, Partition::App, &all).expect("valid");
+        let stats = s.import_snapshot(&path, &plan, &|| false).expect("import");
+        assert_eq!(stats.objects, vec![("Bag".to_owned(), 3), ("Fixed".to_owned(), 2)]);
+        let get = |src: &str, id: &str| s.find(src, id).expect("find").map(|o| o.attrs);
+        assert_eq!(get("Bag", "1"), Some(attrs(&[("a", "one")])));
+        assert_eq!(get("Bag", "stale"), None, "objects absent from the file are gone");
+        assert_eq!(
+            get("Bag", &created.id),
+            Some(attrs(&[("a", "new")])),
+            "local create kept"
+        );
+        assert_eq!(
+            get("Bag", "2"),
+            Some(attrs(&[("a", "mine"), ("b", "y")])),
+            "pending edit wins (H8)"
+        );
+        assert_eq!(get("Bag", "3"), None, "local delete kept");
+        assert_eq!(get("Fixed", "f1"), Some(attrs(&[("name", "n1"), ("price", "1.5")])));
+        assert_eq!(get("Fixed", "f2"), Some(attrs(&[("name", "n2")])));
+        let ops: Vec<String> = s
+            .read(|c| crate::store::queue::changes(c, 1))
+            .expect("queue")
+            .into_iter()
+            .map(|c| format!("{:?}", c.op))
+            .collect();
+        assert_eq!(ops.len(), 3, "the queue is untouched: {ops:?}");
+        let bag = s
+            .sources()
+            .expect("sources")
+            .into_iter()
+            .find(|r| r.def.name == "Bag")
+            .expect("Bag");
+        assert_eq!(bag.token, "", "no page pending after the import");
+        assert_eq!(bag.server_total, Some(3));
+        s.check_integrity().expect("sound");
+    }
+
+    #[test]
+    fn a_count_mismatch_or_a_stop_rolls_back_every_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        s.write(|tx| {
+            let bag = meta::source(tx, "Bag")?;
+            crate::store::objects::put(tx, &bag, "keep", &attrs(&[("a", "1")]))
+        })
+        .expect("seed");
+        let before = rows(&s);
+        // Fixed announces 5 objects but holds 1: Bag (imported first) must roll back too.
+        let path = file(
+            dir.path(),
+            &[
+                ("Bag", "app", "incremental", 1, None),
+                ("Fixed", "app", "incremental", 5, None),
+            ],
+            &[(1, "x", "a", "1"), (2, "f", "name", "n")],
+        );
+        let all = s.sources().expect("sources");
+        let plan = validate(&path, Partition::App, &all).expect("valid shape");
+        let r = s.import_snapshot(&path, &plan, &|| false);
+        assert!(matches!(r, Err(Error::BulkFile { .. })), "{r:?}");
+        assert_eq!(rows(&s), before);
+        let r = s.import_snapshot(&path, &plan, &|| true);
+        assert_eq!(r, Err(Error::Stopped));
+        assert_eq!(rows(&s), before);
+    }
+
+    #[test]
+    fn mismatched_files_are_refused_before_anything_changes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let all = s.sources().expect("sources");
+        let cases: Vec<(Vec<(&str, &str, &str, i64, Option<&str>)>, &str)> = vec![
+            (vec![("Bag", "app", "incremental", 0, None)], "Fixed missing"),
+            (
+                vec![
+                    ("Bag", "user", "incremental", 0, None),
+                    ("Fixed", "app", "incremental", 0, None),
+                ],
+                "wrong partition",
+            ),
+            (
+                vec![
+                    ("Bag", "app", "none", 0, None),
+                    ("Fixed", "app", "incremental", 0, None),
+                ],
+                "not selected",
+            ),
+            (
+                vec![
+                    ("Bag", "app", "incremental", 0, None),
+                    ("Bag", "app", "incremental", 0, None),
+                    ("Fixed", "app", "incremental", 0, None),
+                ],
+                "listed twice",
+            ),
+        ];
+        for (sources, what) in cases {
+            let path = file(dir.path(), &sources, &[]);
+            let r = validate(&path, Partition::App, &all);
+            assert!(matches!(r, Err(Error::BulkFile { .. })), "{what}: {r:?}");
+        }
+        let junk = dir.path().join("junk.data");
+        std::fs::write(&junk, vec![7_u8; 8192]).expect("write");
+        assert!(matches!(
+            validate(&junk, Partition::App, &all),
+            Err(Error::BulkFile { .. })
+        ));
+    }
+
+    #[test]
+    fn a_changed_fixed_schema_is_schema_changed_and_the_same_one_imports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = store(dir.path());
+        let all = s.sources().expect("sources");
+        let changed = r#"{"property":{"name":"string","price":"string","sku":"string"},"version":"2"}"#;
+        let path = file(
+            dir.path(),
+            &[
+                ("Bag", "app", "incremental", 0, None),
+                ("Fixed", "app", "incremental", 0, Some(changed)),
+            ],
+            &[],
+        );
+        assert_eq!(
+            validate(&path, Partition::App, &all).map(|_| ()),
+            Err(Error::SchemaChanged)
+        );
+        let same = r#"{"property":{"name":"string","price":"string"},"version":"1"}"#;
+        let path = file(
+            dir.path(),
+            &[
+                ("Bag", "app", "incremental", 0, None),
+                ("Fixed", "app", "incremental", 0, Some(same)),
+            ],
+            &[],
+        );
+        assert!(validate(&path, Partition::App, &all).is_ok());
+    }
+}
