@@ -47,6 +47,9 @@ struct DemoArgs {
     /// Customers (per user).
     #[arg(long, default_value_t = 5_000)]
     customers: u64,
+    /// Objects (× 10 attributes) of the Catalog source, loaded by a bulk first sync (0: none).
+    #[arg(long, default_value_t = 100_000)]
+    catalog: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,10 +76,15 @@ struct SyncArgs {
     /// The local database (created if missing).
     #[arg(long)]
     db: PathBuf,
-    /// Sources to sync (repeatable). Default: Product and Customer when the database declares
-    /// no source yet, else every declared source.
+    /// Sources to sync (repeatable), `NAME`, `NAME:app` or `NAME:user` (the partition, which a
+    /// bulk sync needs; default user, except Product: app). Default: Product and Customer when
+    /// the database declares no source yet, else every declared source.
     #[arg(long = "source")]
     sources: Vec<String>,
+    /// Force a bulk sync of the sources (spec §6: one SQLite file per partition) before the
+    /// incremental sync; they become bulk sources.
+    #[arg(long)]
+    bulk: bool,
     /// Objects per page.
     #[arg(long, default_value_t = 2000)]
     page_size: u32,
@@ -156,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(args),
-        Command::Demo(args) => demo::run(args.products, args.customers),
+        Command::Demo(args) => demo::run(args.products, args.customers, args.catalog),
         Command::Bench(args) => bench::run(
             if args.quick {
                 bench::Sizes::quick()
@@ -170,7 +178,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn sync(args: SyncArgs) -> Result<()> {
-    use tidesync_core::{Engine, EngineConfig, SourceDef, SyncNotification, SyncOptions};
+    use tidesync_core::{
+        BulkSyncState, Engine, EngineConfig, Partition as CorePartition, SourceDef, SyncNotification, SyncOptions,
+        SyncType,
+    };
     let config = EngineConfig {
         sync_server: Some(args.url.clone()),
         page_size: Some(args.page_size),
@@ -180,18 +191,44 @@ fn sync(args: SyncArgs) -> Result<()> {
     };
     let engine = Engine::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
     let client = engine.client();
-    let declared: Vec<String> = client.store().sources()?.into_iter().map(|s| s.def.name).collect();
-    let wanted: Vec<String> = if !args.sources.is_empty() {
+    let declared: Vec<tidesync_core::store::meta::SourceRow> = client.store().sources()?;
+    let requested: Vec<String> = if !args.sources.is_empty() {
         args.sources.clone()
     } else if declared.is_empty() {
         vec!["Product".into(), "Customer".into()]
     } else {
-        declared.clone()
+        declared.iter().map(|s| s.def.name.clone()).collect()
     };
-    for (i, name) in wanted.iter().enumerate() {
-        if !declared.contains(name) {
-            client.define_source(&SourceDef::new(name.as_str()).priority(i as i64 + 1))?;
+    let mut wanted: Vec<String> = Vec::with_capacity(requested.len());
+    for (i, spec) in requested.iter().enumerate() {
+        let (name, partition) = match spec.rsplit_once(':') {
+            Some((n, "app")) => (n, Some(CorePartition::App)),
+            Some((n, "user")) => (n, Some(CorePartition::User)),
+            Some((_, p)) => bail!("--source {spec}: partition must be `user` or `app`, not `{p}`"),
+            None => (spec.as_str(), None),
+        };
+        let existing = declared.iter().find(|s| s.def.name == name).map(|s| s.def.clone());
+        let mut def = existing.clone().unwrap_or_else(|| {
+            let p = if name == "Product" {
+                CorePartition::App
+            } else {
+                CorePartition::User
+            };
+            SourceDef::new(name).priority(i as i64 + 1).partition(p)
+        });
+        if let Some(p) = partition {
+            def = def.partition(p);
         }
+        if args.bulk {
+            def = def.sync_type(SyncType::Bulk);
+        }
+        if existing.as_ref() != Some(&def) {
+            client.define_source(&def)?;
+        }
+        wanted.push(name.to_owned());
+    }
+    if args.bulk {
+        client.set_bulk_sync_state(BulkSyncState::Needed)?;
     }
     let _listener = args.notifications.then(|| {
         engine.set_notification(None, |n: &SyncNotification| {
@@ -208,6 +245,22 @@ fn sync(args: SyncArgs) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
     match engine.login_blocking(&args.user, &args.password) {
         Err(e) => errors.push(format!("login: {e}")),
+        Ok(()) if args.bulk => {
+            // A sync of all sources: the bulk sync first, then page by page.
+            match engine.sync_all_blocking(SyncOptions::default()) {
+                Err(e) => errors.push(format!("sync: {e}")),
+                Ok(report) => {
+                    for (name, r) in report.sources {
+                        if wanted.contains(&name) {
+                            if let Err(e) = &r {
+                                errors.push(format!("{name}: {e}"));
+                            }
+                            results.push((name, r));
+                        }
+                    }
+                }
+            }
+        }
         Ok(()) => {
             for name in &wanted {
                 let r = engine.sync_source_blocking(name, SyncOptions::default());

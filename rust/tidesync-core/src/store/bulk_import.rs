@@ -2,7 +2,7 @@
 //! then one transaction that replaces the synced objects of the file's sources.
 //!
 //! Validation ([`validate`]) opens the file read-only and checks that it is a sound SQLite
-//! database (`PRAGMA integrity_check`), has the §6.4 tables, and lists every requested source in
+//! database (`PRAGMA integrity_check`; `quick_check` above [`FULL_CHECK_MAX`]), has the §6.4 tables, and lists every requested source in
 //! the partition, selected (`sync_type` not `none`); a fixed-schema source whose `schema`
 //! column describes other properties than the local columns is a schema change. Anything else
 //! wrong is [`Error::BulkFile`] and nothing is touched.
@@ -62,6 +62,9 @@ impl ImportStats {
     }
 }
 
+/// Files up to this size get the full `PRAGMA integrity_check`, larger ones `quick_check`.
+pub const FULL_CHECK_MAX: u64 = 32 * 1024 * 1024;
+
 fn bad(reason: impl Into<String>) -> Error {
     Error::BulkFile { reason: reason.into() }
 }
@@ -100,8 +103,19 @@ fn schema_properties(schema: &str) -> Option<BTreeSet<String>> {
 pub fn validate(path: &Path, partition: Partition, sources: &[SourceRow]) -> Result<Vec<SnapshotSource>> {
     let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(|e| bad(format!("does not open: {e}")))?;
+    // `integrity_check` also cross-checks every index entry against its row: O(N log N), about
+    // 5 s per 100k objects × 10 attributes. Above FULL_CHECK_MAX bytes `quick_check` (every page,
+    // b-tree and record, O(N), 8× faster) is used; the import then verifies each source's object
+    // count against the file's `last_inserted_size`.
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let pragma = if size <= FULL_CHECK_MAX {
+        "integrity_check"
+    } else {
+        "quick_check"
+    };
+    c.execute_batch("PRAGMA cache_size = -65536;").map_err(file_err)?;
     let check: Vec<String> = c
-        .prepare("PRAGMA integrity_check")
+        .prepare(&format!("PRAGMA {pragma}"))
         .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
         .map_err(file_err)?;
     if check != ["ok"] {

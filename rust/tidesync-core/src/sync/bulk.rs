@@ -168,7 +168,9 @@ impl SyncClient {
                 }
                 e
             };
+            let t = std::time::Instant::now();
             let plan = bulk_import::validate(&file.path, partition, &mine).map_err(discard)?;
+            log::debug!("bulk sync: file validated in {:?}", t.elapsed());
             if ctx.stopped() {
                 return Err(Error::Stopped);
             }
@@ -177,10 +179,12 @@ impl SyncClient {
             if ctx.stopped() {
                 return Err(Error::Stopped);
             }
+            let t = std::time::Instant::now();
             let stats = self
                 .store
                 .import_snapshot(&file.path, &plan, &|| ctx.stopped())
                 .map_err(discard)?;
+            log::debug!("bulk sync: file imported in {:?}", t.elapsed());
             let _ = std::fs::remove_file(&file.path);
             log::info!(
                 "bulk sync: partition {} imported, {} objects from {} bytes",

@@ -21,7 +21,7 @@ use crate::store::Store;
 /// First wait after a `wait` answer; doubles up to [`POLL_MAX`] (Rhodes waits 5 s each time).
 const POLL_FIRST: Duration = Duration::from_millis(100);
 /// Longest wait between two `bulk_data` polls.
-const POLL_MAX: Duration = Duration::from_secs(5);
+const POLL_MAX: Duration = Duration::from_secs(2);
 /// Download attempts in a row that may end without receiving a single byte.
 const MAX_IDLE_ATTEMPTS: u32 = 3;
 /// Largest unzipped file accepted (a zip bomb is refused, not written out).
@@ -125,7 +125,9 @@ pub(super) fn fetch_snapshot(
         if ctx.stopped() {
             return Err(Error::Stopped);
         }
+        let t = Instant::now();
         unzip(&zipped, &data)?;
+        log::debug!("bulk file unzipped in {:?}", t.elapsed());
         let _ = std::fs::remove_file(&zipped);
     } else if !download(rc, ctx, request, &format!("{origin}{url}"), &cookie, &data)? {
         return Err(Error::Server {
