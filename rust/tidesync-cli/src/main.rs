@@ -60,6 +60,9 @@ struct BenchArgs {
     /// Small sizes (a smoke test of the whole path, for CI), not the full benchmark.
     #[arg(long)]
     quick: bool,
+    /// Only the bulk-versus-incremental first sync (1M objects; 5k with --quick).
+    #[arg(long)]
+    bulk: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -165,15 +168,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(args),
         Command::Demo(args) => demo::run(args.products, args.customers, args.catalog),
-        Command::Bench(args) => bench::run(
-            if args.quick {
+        Command::Bench(args) => {
+            let sizes = if args.quick {
                 bench::Sizes::quick()
             } else {
                 bench::Sizes::full()
-            },
-            args.json,
-        )
-        .map(|_| ()),
+            };
+            if args.bulk {
+                bench::run_bulk(sizes, args.json).map(|_| ())
+            } else {
+                bench::run(sizes, args.json).map(|_| ())
+            }
+        }
     }
 }
 
@@ -271,6 +277,7 @@ fn sync(args: SyncArgs) -> Result<()> {
             }
         }
     }
+    let elapsed = started.elapsed().as_secs_f64();
     engine.shutdown();
     let ok = errors.is_empty() && results.len() == wanted.len();
     let mut sources = serde_json::Map::new();
@@ -290,9 +297,14 @@ fn sync(args: SyncArgs) -> Result<()> {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        println!("synced in {:.2} s", started.elapsed().as_secs_f64());
+        println!("synced in {elapsed:.2} s");
     } else {
-        let mut summary = serde_json::json!({"ok": ok, "sources": sources, "errors": errors});
+        let mut summary = serde_json::json!({
+            "ok": ok,
+            "sources": sources,
+            "errors": errors,
+            "elapsed_s": elapsed,
+        });
         if args.report_rss {
             summary["peak_rss_kb"] = serde_json::json!(bench::peak_rss_kb());
         }
