@@ -28,6 +28,11 @@
 //! `outcomes` and [`SyncNotification::all_ok`]) or `cancelled`. A sync of one source (or
 //! `push_changes`) sends no run event, as in RhoConnect.
 //!
+//! A sync of all sources that starts with a bulk sync first sends its `sync_type: bulk` events to
+//! `*` (`source_name: null`, not final, `bulk_status` `start` → per partition `start`, `download`,
+//! `change_db`, `ok` → `blobs` → `complete`, or `error`); see ARCHITECTURE.md "Bulk
+//! notifications".
+//!
 //! Differences from RhoConnect: `processed_count` and `cumulative_count` count objects (inserts +
 //! deletes per page, as the server counts them) instead of repeating `total_count` and the page
 //! count; server errors are not final; a stop yields `cancelled` instead of silence; `complete`
