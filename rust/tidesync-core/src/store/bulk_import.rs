@@ -292,18 +292,7 @@ fn import_source(tx: &Connection, src: &SourceRow, all: &[SourceRow], s: &Snapsh
                 &format!("DELETE FROM main.objects WHERE source_id = ?1 AND id NOT IN ({queued})"),
                 [src.id],
             )?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO main.objects (source_id, id, attrs)
-                     SELECT ?1, CAST(object AS TEXT), json_group_object(CAST(attrib AS TEXT), coalesce(CAST(value AS TEXT), ''))
-                     FROM bulk.object_values
-                     WHERE source_id = ?2 AND object IS NOT NULL AND attrib IS NOT NULL
-                       AND object NOT IN ({queued})
-                     GROUP BY object"
-                ),
-                params![src.id, s.file_id],
-            )
-            .map_err(import_err)?
+            stream_bag(tx, src, s)? as usize
         }
         (Some(t), ModelKind::FixedSchema { columns }) => {
             tx.execute(&format!("DELETE FROM main.{t} WHERE id NOT IN ({queued})"), [src.id])?;
@@ -377,6 +366,87 @@ fn import_source(tx: &Connection, src: &SourceRow, all: &[SourceRow], s: &Snapsh
         apply::apply(tx, src, all, &batch)?;
     }
     Ok(inserted as u64 + found)
+}
+
+/// Copies the file's property-bag rows of `s` into `objects`, one row per object, skipping
+/// objects with queued changes; returns the number of objects written.
+///
+/// The rows are read in file order (a table scan: sequential I/O, no sort) and grouped while
+/// consecutive, which is how RhoConnect and our server write them (all attributes of an object
+/// together). An object whose rows are not together is merged (`json_patch`), so any order is
+/// correct; only the speed depends on it. Memory: one object at a time.
+fn stream_bag(tx: &Connection, src: &SourceRow, s: &SnapshotSource) -> Result<u64> {
+    use crate::store::objects::write_json_str;
+    let queued: std::collections::HashSet<String> = tx
+        .prepare_cached("SELECT DISTINCT object FROM main.changes WHERE source_id = ?1")?
+        .query_map([src.id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let count = |tx: &Connection| -> Result<i64> {
+        Ok(tx.query_row(
+            "SELECT count(*) FROM main.objects WHERE source_id = ?1",
+            [src.id],
+            |r| r.get(0),
+        )?)
+    };
+    let kept = count(tx)?;
+    let mut read = tx
+        .prepare(
+            "SELECT CAST(object AS TEXT), CAST(attrib AS TEXT), coalesce(CAST(value AS TEXT), '')
+             FROM bulk.object_values NOT INDEXED
+             WHERE source_id = ?1 AND object IS NOT NULL AND attrib IS NOT NULL",
+        )
+        .map_err(import_err)?;
+    let mut put = tx.prepare(
+        "INSERT INTO main.objects (source_id, id, attrs) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source_id, id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs)",
+    )?;
+    let mut rows = read.query([s.file_id]).map_err(import_err)?;
+    let mut id = String::new();
+    let mut skip = false;
+    let mut names: Vec<String> = Vec::new();
+    let mut json = String::with_capacity(1024);
+    let mut flush = |id: &str, json: &mut String, names: &mut Vec<String>| -> Result<()> {
+        if !names.is_empty() {
+            json.push('}');
+            put.execute(params![src.id, id, json.as_str()]).map_err(import_err)?;
+        }
+        json.clear();
+        names.clear();
+        Ok(())
+    };
+    while let Some(r) = rows.next().map_err(import_err)? {
+        let object = r.get_ref(0)?.as_str().map_err(|e| bad(format!("object id: {e}")))?;
+        if object != id {
+            if !skip {
+                flush(&id, &mut json, &mut names)?;
+            }
+            json.clear();
+            names.clear();
+            object.clone_into(&mut id);
+            skip = queued.contains(&id);
+        }
+        if skip {
+            continue;
+        }
+        let attrib = r
+            .get_ref(1)?
+            .as_str()
+            .map_err(|e| bad(format!("attribute name: {e}")))?;
+        if names.iter().any(|n| n == attrib) {
+            continue; // a duplicate row: the first value wins
+        }
+        let value = r.get_ref(2)?.as_str().map_err(|e| bad(format!("value: {e}")))?;
+        json.push(if names.is_empty() { '{' } else { ',' });
+        write_json_str(&mut json, attrib);
+        json.push(':');
+        write_json_str(&mut json, value);
+        names.push(attrib.to_owned());
+    }
+    if !skip {
+        flush(&id, &mut json, &mut names)?;
+    }
+    drop(rows);
+    Ok((count(tx)? - kept) as u64)
 }
 
 /// The file's attributes of object `id`, `None` when the file does not have it.
@@ -528,6 +598,8 @@ mod tests {
                 (2, "f1", "price", "1.5"),
                 (2, "f1", "extra", "ignored"),
                 (2, "f2", "name", "n2"),
+                // Not next to the object's other rows: merged, still one object.
+                (1, "1", "c", "late"),
             ],
         );
         let all = s.sources().expect("sources");
@@ -535,7 +607,7 @@ mod tests {
         let stats = s.import_snapshot(&path, &plan, &|| false).expect("import");
         assert_eq!(stats.objects, vec![("Bag".to_owned(), 3), ("Fixed".to_owned(), 2)]);
         let get = |src: &str, id: &str| s.find(src, id).expect("find").map(|o| o.attrs);
-        assert_eq!(get("Bag", "1"), Some(attrs(&[("a", "one")])));
+        assert_eq!(get("Bag", "1"), Some(attrs(&[("a", "one"), ("c", "late")])));
         assert_eq!(get("Bag", "stale"), None, "objects absent from the file are gone");
         assert_eq!(
             get("Bag", &created.id),
