@@ -768,3 +768,75 @@ fn engine_bulk_sync_waits_for_the_sync_mutex_and_stops_on_stop_sync() {
     assert!(!seen.iter().any(|n| n.bulk_status.as_deref() == Some("complete")));
     e.shutdown();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The CLI
+
+/// `target/debug/tidesync`, built once if missing.
+fn cli_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let bin = root.join("target/debug/tidesync");
+        if !bin.exists() {
+            let status = std::process::Command::new(env!("CARGO"))
+                .args(["build", "-p", "tidesync-cli", "--quiet"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building tidesync-cli failed");
+        }
+        bin
+    })
+    .clone()
+}
+
+#[test]
+fn sync_cli_bulk_loads_both_partitions_and_prints_bulk_notifications() {
+    let data = tempfile::tempdir().unwrap();
+    let s = transcripts_server(data.path());
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(cli_binary())
+        .args(["sync", "--url", &s.sync_url(), "--user", "lena", "--password", PASSWORD])
+        .args(["--source", "Product:app", "--source", "Customer:user", "--bulk"])
+        .arg("--db")
+        .arg(dir.path().join("cli.db"))
+        .args(["--json", "--notifications"])
+        .output()
+        .expect("tidesync runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["sources"]["Product"]["objects"], 300);
+    assert_eq!(summary["sources"]["Customer"]["objects"], 120);
+    let bulk: Vec<String> = lines
+        .iter()
+        .filter(|n| n["sync_type"] == "bulk")
+        .map(|n| {
+            format!(
+                "{}/{}",
+                n["bulk_status"].as_str().unwrap(),
+                n["partition"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(bulk.first().map(String::as_str), Some("start/"));
+    assert_eq!(bulk.last().map(String::as_str), Some("complete/"));
+    assert!(
+        bulk.contains(&"ok/user".to_owned()) && bulk.contains(&"ok/app".to_owned()),
+        "{bulk:?}"
+    );
+    // The objects came in the files: the incremental pages after them carried none.
+    let paged: u64 = lines
+        .iter()
+        .filter(|n| n["sync_type"] == "incremental" && n["status"] == "in_progress")
+        .map(|n| n["processed_count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(paged, 0);
+}
