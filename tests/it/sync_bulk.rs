@@ -840,3 +840,21 @@ fn sync_cli_bulk_loads_both_partitions_and_prints_bulk_notifications() {
         .sum();
     assert_eq!(paged, 0);
 }
+
+#[test]
+fn engine_sync_of_one_source_runs_a_needed_bulk_sync_first() {
+    let data = tempfile::tempdir().unwrap();
+    let s = transcripts_server(data.path());
+    let dir = tempfile::tempdir().unwrap();
+    let e = engine_for(&s, dir.path());
+    let r = e.sync_source_blocking("Customer", SyncOptions::default()).unwrap();
+    assert_eq!(r.objects, 0, "Customer came in the user file, not in pages");
+    assert_eq!(e.client().bulk_sync_state().unwrap(), BulkSyncState::Done);
+    assert_eq!(e.client().store().count("Product", None).unwrap(), 300);
+    assert_eq!(e.client().store().count("Customer", None).unwrap(), 120);
+    // push_changes never starts a bulk sync.
+    e.client().set_bulk_sync_state(BulkSyncState::Needed).unwrap();
+    e.push_changes_blocking("Product").unwrap();
+    assert_eq!(e.client().bulk_sync_state().unwrap(), BulkSyncState::Needed);
+    e.shutdown();
+}

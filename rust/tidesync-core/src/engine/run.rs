@@ -199,7 +199,30 @@ pub(crate) fn sync_one(
             final_event(shared, Some(src.id), name, &End::of(&r, false, true), None, 0);
             r
         }
-        Ok((src, true)) => sync_source(shared, client, epoch, &src, opts, push_marker),
+        Ok((src, true)) => {
+            // As RhoConnect's `prepareSync`: a needed bulk sync runs before a sync of one source
+            // too (not before `push_changes`).
+            let bulk = if push_marker || shared.stopped_since(epoch) {
+                None
+            } else {
+                match client.bulk_needed() {
+                    Ok(true) => super::bulk::run(shared, client, epoch, opts).err(),
+                    Ok(false) => None,
+                    Err(e) => Some(e),
+                }
+            };
+            match bulk {
+                Some(e) if src.def.sync_type == crate::model::SyncType::Bulk || e == Error::Stopped => {
+                    let r = Err(e);
+                    let mut end = End::of(&r, shared.stopped_since(epoch), false);
+                    end.message = format!("bulk sync failed: {}", end.message);
+                    let total = src.server_total.and_then(|t| u64::try_from(t).ok());
+                    final_event(shared, Some(src.id), name, &end, total, 0);
+                    r
+                }
+                _ => sync_source(shared, client, epoch, &src, opts, push_marker),
+            }
+        }
     }
 }
 
