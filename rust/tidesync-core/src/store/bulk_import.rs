@@ -232,6 +232,8 @@ impl Store {
             .to_str()
             .ok_or_else(|| Error::invalid("the snapshot path is not UTF-8"))?;
         let mut conn = self.writer.lock();
+        // A previous import that could not detach (it logged why) must not block this one.
+        let _ = conn.execute("DETACH DATABASE bulk", []);
         conn.execute("ATTACH DATABASE ?1 AS bulk", [path_str])
             .map_err(file_err)?;
         *self.interruptible.lock() = true;
@@ -475,8 +477,9 @@ fn file_attrs(tx: &Connection, src: &SourceRow, s: &SnapshotSource, id: &str) ->
             .map_err(import_err)?;
         return Ok(row);
     }
+    // Not cached: a statement on the attached file must not outlive the import.
     let rows: Vec<(String, String)> = tx
-        .prepare_cached(
+        .prepare(
             "SELECT CAST(attrib AS TEXT), coalesce(CAST(value AS TEXT), '') FROM bulk.object_values
              WHERE object = ?1 AND source_id = ?2 AND attrib IS NOT NULL",
         )?

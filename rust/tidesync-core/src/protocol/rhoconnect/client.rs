@@ -267,7 +267,8 @@ impl RhoConnect {
     }
 }
 
-/// Removes every synced object, error and sync state (a different user signs in).
+/// Removes every synced object, error and sync state (a different user signs in); the bulk
+/// state becomes "needed" again.
 pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
     for src in meta::sources(tx)? {
         if let Some(t) = src.fixed_table() {
@@ -278,7 +279,8 @@ pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
         "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
          UPDATE client_info SET client_id = NULL, reset_pending = 0;
          UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
-             last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;",
+             last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;
+         DELETE FROM settings WHERE key = 'bulksync_state';",
     )?;
     Ok(())
 }
