@@ -858,3 +858,19 @@ fn engine_sync_of_one_source_runs_a_needed_bulk_sync_first() {
     assert_eq!(e.client().bulk_sync_state().unwrap(), BulkSyncState::Needed);
     e.shutdown();
 }
+
+#[test]
+fn wiping_the_synced_data_makes_a_bulk_sync_needed_again() {
+    let data = tempfile::tempdir().unwrap();
+    let s = transcripts_server(data.path());
+    let d = device(&s, "mia");
+    d.client.sync_all(&SyncOptions::default(), None).unwrap();
+    assert_eq!(d.client.bulk_sync_state().unwrap(), BulkSyncState::Done);
+    d.client.logout(true).unwrap();
+    assert_eq!(d.client.bulk_sync_state().unwrap(), BulkSyncState::Needed);
+    d.client.login("nora", PASSWORD).unwrap();
+    let r = d.client.sync_all(&SyncOptions::default(), None).unwrap();
+    assert!(r.ok(), "{r:?}");
+    assert_converged(&s, &d.client, "Customer", Some("nora"));
+    assert_eq!(d.client.bulk_sync_state().unwrap(), BulkSyncState::Done);
+}
