@@ -139,13 +139,16 @@ fn dump(db: &Path) -> String {
     out
 }
 
+/// What a [`Recorder`] runs at a step.
+type Action = Box<dyn FnMut(&BulkEvent) + Send>;
+
 /// Records bulk events; runs an action on a chosen step.
 #[derive(Default)]
 struct Recorder {
     events: Mutex<Vec<(BulkStep, Option<Partition>)>>,
     /// Download events: (bytes in the file, total when known).
     downloads: Mutex<Vec<(u64, Option<u64>)>>,
-    on: Mutex<Vec<(BulkStep, Box<dyn FnMut(&BulkEvent) + Send>)>>,
+    on: Mutex<Vec<(BulkStep, Action)>>,
 }
 
 impl SyncObserver for Recorder {

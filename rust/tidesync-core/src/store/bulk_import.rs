@@ -75,8 +75,9 @@ fn file_err(e: rusqlite::Error) -> Error {
 }
 
 fn columns_of(c: &Connection, schema: &str, table: &str) -> Result<Vec<String>> {
-    let sql = format!("SELECT name FROM pragma_table_info(?1, ?2)");
-    let mut stmt = c.prepare(&sql).map_err(file_err)?;
+    let mut stmt = c
+        .prepare("SELECT name FROM pragma_table_info(?1, ?2)")
+        .map_err(file_err)?;
     let cols = stmt
         .query_map(params![table, schema], |r| r.get::<_, String>(0))
         .map_err(file_err)?
@@ -503,13 +504,12 @@ mod tests {
     use super::*;
     use crate::model::{Attrs, SourceDef};
 
+    /// A `sources` row: name, partition, sync_type, last_inserted_size, schema.
+    type SourceLine<'a> = (&'a str, &'a str, &'a str, i64, Option<&'a str>);
+
     /// A §6.4-shaped file: `sources` rows (name, partition, sync_type, size, schema) and
     /// `object_values` rows (file source id, object, attrib, value).
-    fn file(
-        dir: &Path,
-        sources: &[(&str, &str, &str, i64, Option<&str>)],
-        values: &[(i64, &str, &str, &str)],
-    ) -> std::path::PathBuf {
+    fn file(dir: &Path, sources: &[SourceLine<'_>], values: &[(i64, &str, &str, &str)]) -> std::path::PathBuf {
         let path = dir.join("snap.data");
         let _ = std::fs::remove_file(&path);
         let c = Connection::open(&path).expect("create");
@@ -677,7 +677,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = store(dir.path());
         let all = s.sources().expect("sources");
-        let cases: Vec<(Vec<(&str, &str, &str, i64, Option<&str>)>, &str)> = vec![
+        let cases: Vec<(Vec<SourceLine<'_>>, &str)> = vec![
             (vec![("Bag", "app", "incremental", 0, None)], "Fixed missing"),
             (
                 vec![
