@@ -877,3 +877,144 @@ fn wiping_the_synced_data_makes_a_bulk_sync_needed_again() {
     assert_converged(&s, &d.client, "Customer", Some("nora"));
     assert_eq!(d.client.bulk_sync_state().unwrap(), BulkSyncState::Done);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Transcript 18: the requests the client sends
+
+/// A loopback TCP proxy in front of `target` that records every request line it forwards.
+struct Recording {
+    addr: std::net::SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recording {
+    fn start(target: std::net::SocketAddr) -> Self {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let Ok(up) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let (mut c_read, mut c_write) = (conn.try_clone().unwrap(), conn);
+                let (mut u_read, mut u_write) = (up.try_clone().unwrap(), up);
+                let lines = l2.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0_u8; 16 * 1024];
+                    let mut pending = Vec::new();
+                    while let Ok(n) = c_read.read(&mut buf) {
+                        if n == 0 || u_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        pending.extend_from_slice(&buf[..n]);
+                        while let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                            let line = String::from_utf8_lossy(&pending[..i]).into_owned();
+                            // A request line may follow a body without a line break.
+                            let start = ["GET /", "POST /"].iter().filter_map(|m| line.rfind(m)).max();
+                            if let Some(at) = start.filter(|_| line.ends_with(" HTTP/1.1")) {
+                                lines.lock().unwrap().push(line[at..].to_owned());
+                            }
+                            pending.drain(..i + 2);
+                        }
+                    }
+                    let _ = u_write.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_read, &mut c_write);
+                    let _ = c_write.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Recording { addr, lines }
+    }
+
+    /// Request lines (method and path), the client id replaced by `CID`, timestamps by `TS`.
+    fn normalized(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let path = l.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                let mut out = String::new();
+                let mut rest = path.as_str();
+                // client_id=<32 hex>
+                while let Some(i) = rest.find("client_id=") {
+                    out.push_str(&rest[..i + 10]);
+                    out.push_str("CID");
+                    rest = rest[i + 10..].trim_start_matches(|c: char| c.is_ascii_hexdigit());
+                }
+                out.push_str(rest);
+                // <name>_<digits>.data
+                let mut norm = String::new();
+                let mut chars = out.chars().peekable();
+                while let Some(c) = chars.next() {
+                    norm.push(c);
+                    if c == '_' && chars.peek().is_some_and(char::is_ascii_digit) {
+                        while chars.peek().is_some_and(char::is_ascii_digit) {
+                            chars.next();
+                        }
+                        norm.push_str("TS");
+                    }
+                }
+                norm
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn the_client_sends_the_requests_of_transcript_18() {
+    let data = tempfile::tempdir().unwrap();
+    let s = transcripts_server(data.path());
+    let proxy = Recording::start(s.addr());
+    let url = format!("http://{}/application", proxy.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let client = SyncClient::open(&dir.path().join("c.db"), SyncConfig::new(&url)).unwrap();
+    for (name, p, prio) in [("Product", Partition::App, 1), ("Customer", Partition::User, 2)] {
+        client
+            .define_source(
+                &SourceDef::new(name)
+                    .priority(prio)
+                    .partition(p)
+                    .sync_type(SyncType::Bulk),
+            )
+            .unwrap();
+    }
+    client.login("olga", PASSWORD).unwrap();
+    client.bulk_sync(&SyncOptions::default(), None).unwrap();
+    let mut got = proxy.normalized();
+    got.dedup(); // `wait` answers repeat the same request
+    assert_eq!(
+        got,
+        vec![
+            "POST /application/clientlogin",
+            "GET /application/clientcreate",
+            // user partition: `wait` until built, then the url (transcript 18, "sources=Customer")
+            "GET /application/bulk_data?client_id=CID&partition=user&sources=Customer",
+            "GET /data/application/olga/olga_TS.data.rzip",
+            // app partition (transcript 18, "partition=app")
+            "GET /application/bulk_data?client_id=CID&partition=app&sources=Product",
+            "GET /data/application/application_TS.data.rzip",
+        ]
+    );
+    // A second client while the file is fresh: the url at once, no `wait` (transcript 18, last).
+    let before = proxy.lines.lock().unwrap().len();
+    let dir2 = tempfile::tempdir().unwrap();
+    let second = SyncClient::open(&dir2.path().join("c.db"), SyncConfig::new(&url)).unwrap();
+    second
+        .define_source(
+            &SourceDef::new("Product")
+                .partition(Partition::App)
+                .sync_type(SyncType::Bulk),
+        )
+        .unwrap();
+    second.login("pia", PASSWORD).unwrap();
+    second.bulk_sync(&SyncOptions::default(), None).unwrap();
+    let later = proxy.normalized()[before..].to_vec();
+    assert_eq!(later.iter().filter(|l| l.contains("bulk_data")).count(), 1, "{later:?}");
+    assert_eq!(second.store().count("Product", None).unwrap(), 300);
+}
