@@ -537,16 +537,23 @@ fn stop_at(step: BulkStep, job_delay: Duration) {
     let before = dump(&d.db());
     let slot: Arc<OnceLock<Arc<SyncClient>>> = Arc::new(OnceLock::new());
     slot.set(d.client.clone()).ok();
+    let stoppers: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>> = Arc::default();
     let rec = {
         let slot = slot.clone();
-        Recorder::default().when(step, move |_| {
+        let stoppers = stoppers.clone();
+        let mut done = false;
+        Recorder::default().when(step, move |e| {
+            if done || e.partition.is_none() {
+                return; // once, at the first partition
+            }
+            done = true;
             let c = slot.get().unwrap().clone();
             if step == BulkStep::Start {
                 // Stop while the client waits for the job (`wait` answers).
-                std::thread::spawn(move || {
+                stoppers.lock().unwrap().push(std::thread::spawn(move || {
                     std::thread::sleep(Duration::from_millis(300));
                     c.stop();
-                });
+                }));
             } else {
                 c.stop();
             }
@@ -557,6 +564,9 @@ fn stop_at(step: BulkStep, job_delay: Duration) {
         .client
         .bulk_sync(&SyncOptions::default(), Some(Arc::new(rec) as Arc<dyn SyncObserver>));
     assert_eq!(r, Err(CoreError::Stopped), "{step:?}");
+    for t in stoppers.lock().unwrap().drain(..) {
+        t.join().unwrap();
+    }
     assert!(started.elapsed() < job_delay.max(Duration::from_secs(2)) + Duration::from_secs(1));
     assert_eq!(before, dump(&d.db()), "a stop at {step:?} changed the store");
     assert_eq!(d.client.bulk_sync_state().unwrap(), BulkSyncState::Needed);
