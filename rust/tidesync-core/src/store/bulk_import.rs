@@ -261,7 +261,9 @@ impl Store {
                         local.def.name
                     )));
                 }
+                let t = std::time::Instant::now();
                 let n = import_source(&tx, local, &all, s)?;
+                log::debug!("bulk import of {}: {n} objects in {:?}", local.def.name, t.elapsed());
                 if let Some(expected) = s.expected
                     && n != expected
                 {
@@ -279,7 +281,9 @@ impl Store {
             if stopped() {
                 return Err(Error::Stopped);
             }
+            let t = std::time::Instant::now();
             tx.commit()?;
+            log::debug!("bulk import committed in {:?}", t.elapsed());
             Ok(stats)
         })();
         *self.interruptible.lock() = false;
