@@ -114,7 +114,8 @@ pub fn validate(path: &Path, partition: Partition, sources: &[SourceRow]) -> Res
     } else {
         "quick_check"
     };
-    c.execute_batch("PRAGMA cache_size = -65536;").map_err(file_err)?;
+    // One pass over the file: a small cache is enough, and it bounds the peak RSS.
+    c.execute_batch("PRAGMA cache_size = -8192;").map_err(file_err)?;
     let check: Vec<String> = c
         .prepare(&format!("PRAGMA {pragma}"))
         .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect())
@@ -237,8 +238,8 @@ impl Store {
         let _ = conn.execute("DETACH DATABASE bulk", []);
         conn.execute("ATTACH DATABASE ?1 AS bulk", [path_str])
             .map_err(file_err)?;
-        // The file is read once, in index order with row lookups: a larger cache for it.
-        if let Err(e) = conn.execute_batch("PRAGMA bulk.cache_size = -32768;") {
+        // The file is read once, in table order: a small cache bounds the peak RSS.
+        if let Err(e) = conn.execute_batch("PRAGMA bulk.cache_size = -8192;") {
             log::warn!("bulk file cache size: {e}");
         }
         *self.interruptible.lock() = true;
