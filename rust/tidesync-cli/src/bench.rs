@@ -21,6 +21,8 @@ pub struct Sizes {
     pub rss: u64,
     pub incremental_store: u64,
     pub stop_store: u64,
+    /// Objects of the bulk-versus-incremental first sync.
+    pub bulk: u64,
 }
 
 impl Sizes {
@@ -30,6 +32,7 @@ impl Sizes {
             rss: 1_000_000,
             incremental_store: 500_000,
             stop_store: 500_000,
+            bulk: 1_000_000,
         }
     }
     pub fn quick() -> Self {
@@ -38,6 +41,7 @@ impl Sizes {
             rss: 50_000,
             incremental_store: 20_000,
             stop_store: 50_000,
+            bulk: 5_000,
         }
     }
 }
@@ -56,6 +60,26 @@ pub struct Figures {
     pub incremental_store_objects: u64,
     pub stop_sync_ms: f64,
     pub local_batch_1k_ms: f64,
+    /// The bulk-versus-incremental figures.
+    pub bulk: Option<BulkFigures>,
+}
+
+/// Bulk first sync against the incremental path, same data, same server, same run; each sync
+/// in its own child `tidesync sync` process (its peak RSS is the client's alone).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct BulkFigures {
+    pub objects: u64,
+    /// Bulk first sync while the server builds the file (its job is part of the wait).
+    pub bulk_cold_s: f64,
+    pub bulk_cold_peak_rss_mb: f64,
+    /// Bulk first sync of a second client (the server reuses the built file).
+    pub bulk_warm_s: f64,
+    pub bulk_warm_peak_rss_mb: f64,
+    /// Page-by-page first sync (page size 2000).
+    pub incremental_s: f64,
+    pub incremental_peak_rss_mb: f64,
+    /// incremental_s / bulk_warm_s.
+    pub speedup_warm: f64,
 }
 
 fn server(count: u64) -> Result<Server> {
@@ -103,32 +127,94 @@ fn raw_sqlite(dir: &Path, n: u64) -> Result<f64> {
 
 /// Peak RSS of a child `tidesync sync` of `n` objects, in MB.
 fn child_rss(dir: &Path, server: &Server) -> Result<f64> {
+    Ok(child_sync(dir, server, "rss", false)?.1)
+}
+
+/// A child `tidesync sync` of Item (app partition) as `user` (`bulk`: `--bulk`); returns its
+/// sync time in seconds (login to end, as the child measures it) and peak RSS in MB.
+fn child_sync(dir: &Path, server: &Server, user: &str, bulk: bool) -> Result<(f64, f64)> {
     let exe = std::env::current_exe()?;
-    let out = std::process::Command::new(exe)
-        .args([
-            "sync",
-            "--url",
-            &server.sync_url(),
-            "--user",
-            "rss",
-            "--password",
-            "password",
-            "--source",
-            "Item",
-        ])
-        .arg("--db")
-        .arg(dir.join("rss.db"))
-        .args(["--json", "--report-rss"])
-        .output()
-        .context("running the child sync")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args([
+        "sync",
+        "--url",
+        &server.sync_url(),
+        "--user",
+        user,
+        "--password",
+        "password",
+        "--source",
+        "Item:app",
+    ])
+    .arg("--db")
+    .arg(dir.join(format!("{user}.db")))
+    .args(["--json", "--report-rss"]);
+    if bulk {
+        cmd.arg("--bulk");
+    }
+    let out = cmd.output().context("running the child sync")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     let v: serde_json::Value = serde_json::from_str(last).with_context(|| format!("child output: {stdout}"))?;
     anyhow::ensure!(v["ok"] == true, "child sync failed: {last}");
-    v["peak_rss_kb"]
+    let rss = v["peak_rss_kb"]
         .as_f64()
         .map(|kb| kb / 1024.0)
-        .context("child did not report its RSS")
+        .context("child did not report its RSS")?;
+    let secs = v["elapsed_s"].as_f64().context("child did not report its time")?;
+    Ok((secs, rss))
+}
+
+/// Bulk first sync against page-by-page first sync of the same `n` objects.
+pub fn bulk_figures(dir: &Path, n: u64) -> Result<BulkFigures> {
+    let server = server(n)?;
+    // The server generates its data on first use: warm it with a count, not a sync.
+    server.backend().count("Item", None)?;
+    let mut f = BulkFigures {
+        objects: n,
+        ..BulkFigures::default()
+    };
+    eprintln!("bench: bulk first sync of {n} objects (the server builds the file)…");
+    (f.bulk_cold_s, f.bulk_cold_peak_rss_mb) = child_sync(dir, &server, "bulk1", true)?;
+    eprintln!("bench: bulk first sync of {n} objects (file already built)…");
+    (f.bulk_warm_s, f.bulk_warm_peak_rss_mb) = child_sync(dir, &server, "bulk2", true)?;
+    eprintln!("bench: incremental first sync of {n} objects…");
+    (f.incremental_s, f.incremental_peak_rss_mb) = child_sync(dir, &server, "pages", false)?;
+    f.speedup_warm = f.incremental_s / f.bulk_warm_s;
+    for user in ["bulk1", "bulk2", "pages"] {
+        let _ = std::fs::remove_file(dir.join(format!("{user}.db")));
+    }
+    Ok(f)
+}
+
+/// Prints the bulk figures as table rows.
+pub fn print_bulk(b: &BulkFigures) {
+    println!(
+        "| bulk first sync, {} objects x 10 attrs, server builds the file | {:.2} s, peak RSS {:.1} MB |",
+        b.objects, b.bulk_cold_s, b.bulk_cold_peak_rss_mb
+    );
+    println!(
+        "| bulk first sync, file already built | {:.2} s, peak RSS {:.1} MB |",
+        b.bulk_warm_s, b.bulk_warm_peak_rss_mb
+    );
+    println!(
+        "| incremental first sync, same objects (pages of 2000) | {:.2} s, peak RSS {:.1} MB |",
+        b.incremental_s, b.incremental_peak_rss_mb
+    );
+    println!("| bulk speed-up (warm) | {:.2}x |", b.speedup_warm);
+}
+
+/// `bench --bulk`: only the bulk-versus-incremental figures.
+pub fn run_bulk(sizes: Sizes, json: bool) -> Result<BulkFigures> {
+    let dir = tempfile_dir()?;
+    let b = bulk_figures(dir.path(), sizes.bulk)?;
+    println!("| figure | value |");
+    println!("| --- | --- |");
+    print_bulk(&b);
+    if json {
+        println!("{}", serde_json::to_string(&b)?);
+    }
+    Ok(b)
 }
 
 /// One changed object on a large store: the whole incremental sync (push check, two requests,
@@ -266,6 +352,7 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
     eprintln!("bench: stop latency during a {}-object sync…", sizes.stop_store);
     f.stop_sync_ms = stop_latency(dir.path(), sizes.stop_store)?;
     f.local_batch_1k_ms = local_batch(dir.path())?;
+    f.bulk = Some(bulk_figures(dir.path(), sizes.bulk)?);
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
@@ -291,6 +378,9 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
     );
     println!("| stop_sync latency | {:.2} ms |", f.stop_sync_ms);
     println!("| local batch of 1k objects (median) | {:.2} ms |", f.local_batch_1k_ms);
+    if let Some(b) = &f.bulk {
+        print_bulk(b);
+    }
     if json {
         println!("{}", serde_json::to_string(&f)?);
     }

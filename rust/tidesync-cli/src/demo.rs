@@ -15,7 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use parking_lot::Mutex;
 use tidesync_core::{
     Attrs, CreateErrorAction, Engine, EngineConfig, Partition, Query, SourceDef, SyncNotification, SyncOptions,
-    SyncStatus,
+    SyncStatus, SyncType,
 };
 use tidesync_server::{App, DatasetSpec, Server, ServerConfig};
 
@@ -65,7 +65,73 @@ impl Progress {
         }
     }
 
+    /// Bulk steps: one line per step (the download as a byte bar on a terminal), and a summary
+    /// row per partition.
+    fn on_bulk(&self, n: &SyncNotification) {
+        let step = n.bulk_status.clone().unwrap_or_default();
+        let part = n.partition.clone().unwrap_or_default();
+        let key = format!("bulk {part}");
+        let now = Instant::now();
+        match step.as_str() {
+            "start" if !part.is_empty() => {
+                self.rows.lock().entry(key).or_default().started = Some(now);
+                self.say(&format!("  bulk {part}: asking the server for its bulk file"));
+            }
+            "download" => {
+                let mb = |b: u64| b as f64 / 1_048_576.0;
+                if self.tty {
+                    let mut bars = self.bars.lock();
+                    let bar = bars.entry(key).or_insert_with(|| {
+                        let b = self.multi.add(ProgressBar::new(n.total_count.unwrap_or(0)));
+                        b.set_style(
+                            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {bytes:>9}/{total_bytes:9} {msg}")
+                                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                                .progress_chars("=> "),
+                        );
+                        b.set_prefix(format!("bulk {part}"));
+                        b
+                    });
+                    if let Some(t) = n.total_count {
+                        bar.set_length(t);
+                    }
+                    bar.set_position(n.cumulative_count);
+                } else if n.total_count.is_some() {
+                    println!(
+                        "  bulk {part}: download {:.1} / {:.1} MB",
+                        mb(n.cumulative_count),
+                        mb(n.total_count.unwrap_or(0))
+                    );
+                }
+            }
+            "change_db" => {
+                if let Some(b) = self.bars.lock().get(&key) {
+                    b.finish_with_message("downloaded");
+                }
+                self.say(&format!("  bulk {part}: file checked; importing it in one transaction"));
+            }
+            "ok" => {
+                let mut rows = self.rows.lock();
+                let row = rows.entry(key).or_default();
+                row.objects = n.cumulative_count;
+                row.pages = 1;
+                row.seconds = row.started.map(|s| (now - s).as_secs_f64()).unwrap_or(0.0);
+                self.say(&format!(
+                    "  bulk {part}: {} objects imported in {:.2} s",
+                    n.cumulative_count, row.seconds
+                ));
+                *self.mark.lock() = now;
+            }
+            "complete" => self.say("  bulk sync complete; incremental sync continues from the file's snapshot"),
+            "error" => self.say(&format!("  bulk {part}: failed: {}", n.error_message)),
+            _ => {}
+        }
+    }
+
     fn on(&self, n: &SyncNotification) {
+        if n.sync_type == SyncType::Bulk {
+            self.on_bulk(n);
+            return;
+        }
         let Some(name) = n.source_name.clone() else { return };
         let phase = self.phase.lock().clone();
         let key = format!("{phase}{name}");
@@ -139,11 +205,15 @@ fn attrs(pairs: &[(&str, &str)]) -> Attrs {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
 }
 
-/// Runs the demo with `products` products and `customers` customers.
-pub fn run(products: u64, customers: u64) -> Result<()> {
+/// Runs the demo with `products` products, `customers` customers, and a `catalog` of that many
+/// objects × 10 attributes loaded by bulk sync (0: no bulk step).
+pub fn run(products: u64, customers: u64, catalog: u64) -> Result<()> {
     let total = Instant::now();
-    let specs =
-        DatasetSpec::parse_list(&format!("Product={products},Customer={customers}")).map_err(anyhow::Error::msg)?;
+    let mut spec = format!("Product={products},Customer={customers}");
+    if catalog > 0 {
+        spec.push_str(&format!(",Catalog={catalog}x10"));
+    }
+    let specs = DatasetSpec::parse_list(&spec).map_err(anyhow::Error::msg)?;
     let server =
         Server::start(ServerConfig::new(App::generated(&specs, 42))).context("starting the reference server")?;
     let dir = std::env::temp_dir().join(format!("tidesync-demo-{}", std::process::id()));
@@ -151,7 +221,7 @@ pub fn run(products: u64, customers: u64) -> Result<()> {
     let _cleanup = Cleanup(dir.clone());
     let progress = Progress::new();
     progress.say(&format!(
-        "TideSync demo: a RhoConnect-compatible server on {} with {products} products and {customers} customers per user",
+        "TideSync demo: a RhoConnect-compatible server on {} with {products} products, {customers} customers per user and a catalog of {catalog} objects",
         server.url()
     ));
 
@@ -167,10 +237,23 @@ pub fn run(products: u64, customers: u64) -> Result<()> {
     let client = engine.client();
     client.define_source(&SourceDef::new("Product").priority(1).partition(Partition::App))?;
     client.define_source(&SourceDef::new("Customer").priority(2))?;
+    if catalog > 0 {
+        // A large, rarely changing partition: its first sync is one bulk file, not pages.
+        client.define_source(
+            &SourceDef::new("Catalog")
+                .priority(3)
+                .partition(Partition::App)
+                .sync_type(SyncType::Bulk),
+        )?;
+    }
     let p = progress.clone();
     let _listener = engine.set_notification(None, move |n: &SyncNotification| p.on(n));
 
-    progress.say("\n1. First sync of a fresh client");
+    progress.say(if catalog > 0 {
+        "\n1. First sync of a fresh client: the Catalog partition by bulk file, then page by page"
+    } else {
+        "\n1. First sync of a fresh client"
+    });
     engine.login_blocking("demo", "password").context("login")?;
     *progress.phase.lock() = String::new();
     *progress.mark.lock() = Instant::now();

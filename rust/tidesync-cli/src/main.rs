@@ -47,6 +47,9 @@ struct DemoArgs {
     /// Customers (per user).
     #[arg(long, default_value_t = 5_000)]
     customers: u64,
+    /// Objects (× 10 attributes) of the Catalog source, loaded by a bulk first sync (0: none).
+    #[arg(long, default_value_t = 100_000)]
+    catalog: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +60,9 @@ struct BenchArgs {
     /// Small sizes (a smoke test of the whole path, for CI), not the full benchmark.
     #[arg(long)]
     quick: bool,
+    /// Only the bulk-versus-incremental first sync (1M objects; 5k with --quick).
+    #[arg(long)]
+    bulk: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -73,10 +79,15 @@ struct SyncArgs {
     /// The local database (created if missing).
     #[arg(long)]
     db: PathBuf,
-    /// Sources to sync (repeatable). Default: Product and Customer when the database declares
-    /// no source yet, else every declared source.
+    /// Sources to sync (repeatable), `NAME`, `NAME:app` or `NAME:user` (the partition, which a
+    /// bulk sync needs; default user, except Product: app). Default: Product and Customer when
+    /// the database declares no source yet, else every declared source.
     #[arg(long = "source")]
     sources: Vec<String>,
+    /// Force a bulk sync of the sources (spec §6: one SQLite file per partition) before the
+    /// incremental sync; they become bulk sources.
+    #[arg(long)]
+    bulk: bool,
     /// Objects per page.
     #[arg(long, default_value_t = 2000)]
     page_size: u32,
@@ -166,21 +177,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Sync(args) => sync(args),
-        Command::Demo(args) => demo::run(args.products, args.customers),
-        Command::Bench(args) => bench::run(
-            if args.quick {
+        Command::Demo(args) => demo::run(args.products, args.customers, args.catalog),
+        Command::Bench(args) => {
+            let sizes = if args.quick {
                 bench::Sizes::quick()
             } else {
                 bench::Sizes::full()
-            },
-            args.json,
-        )
-        .map(|_| ()),
+            };
+            if args.bulk {
+                bench::run_bulk(sizes, args.json).map(|_| ())
+            } else {
+                bench::run(sizes, args.json).map(|_| ())
+            }
+        }
     }
 }
 
 fn sync(args: SyncArgs) -> Result<()> {
-    use tidesync_core::{Engine, EngineConfig, SourceDef, SyncNotification, SyncOptions};
+    use tidesync_core::{
+        BulkSyncState, Engine, EngineConfig, Partition as CorePartition, SourceDef, SyncNotification, SyncOptions,
+        SyncType,
+    };
     let config = EngineConfig {
         sync_server: Some(args.url.clone()),
         page_size: Some(args.page_size),
@@ -194,18 +211,44 @@ fn sync(args: SyncArgs) -> Result<()> {
     };
     let engine = Engine::open(&args.db, config).with_context(|| format!("opening {}", args.db.display()))?;
     let client = engine.client();
-    let declared: Vec<String> = client.store().sources()?.into_iter().map(|s| s.def.name).collect();
-    let wanted: Vec<String> = if !args.sources.is_empty() {
+    let declared: Vec<tidesync_core::store::meta::SourceRow> = client.store().sources()?;
+    let requested: Vec<String> = if !args.sources.is_empty() {
         args.sources.clone()
     } else if declared.is_empty() {
         vec!["Product".into(), "Customer".into()]
     } else {
-        declared.clone()
+        declared.iter().map(|s| s.def.name.clone()).collect()
     };
-    for (i, name) in wanted.iter().enumerate() {
-        if !declared.contains(name) {
-            client.define_source(&SourceDef::new(name.as_str()).priority(i as i64 + 1))?;
+    let mut wanted: Vec<String> = Vec::with_capacity(requested.len());
+    for (i, spec) in requested.iter().enumerate() {
+        let (name, partition) = match spec.rsplit_once(':') {
+            Some((n, "app")) => (n, Some(CorePartition::App)),
+            Some((n, "user")) => (n, Some(CorePartition::User)),
+            Some((_, p)) => bail!("--source {spec}: partition must be `user` or `app`, not `{p}`"),
+            None => (spec.as_str(), None),
+        };
+        let existing = declared.iter().find(|s| s.def.name == name).map(|s| s.def.clone());
+        let mut def = existing.clone().unwrap_or_else(|| {
+            let p = if name == "Product" {
+                CorePartition::App
+            } else {
+                CorePartition::User
+            };
+            SourceDef::new(name).priority(i as i64 + 1).partition(p)
+        });
+        if let Some(p) = partition {
+            def = def.partition(p);
         }
+        if args.bulk {
+            def = def.sync_type(SyncType::Bulk);
+        }
+        if existing.as_ref() != Some(&def) {
+            client.define_source(&def)?;
+        }
+        wanted.push(name.to_owned());
+    }
+    if args.bulk {
+        client.set_bulk_sync_state(BulkSyncState::Needed)?;
     }
     let _listener = args.notifications.then(|| {
         engine.set_notification(None, |n: &SyncNotification| {
@@ -222,6 +265,22 @@ fn sync(args: SyncArgs) -> Result<()> {
     let mut errors: Vec<String> = Vec::new();
     match engine.login_blocking(&args.user, &args.password) {
         Err(e) => errors.push(format!("login: {e}")),
+        Ok(()) if args.bulk => {
+            // A sync of all sources: the bulk sync first, then page by page.
+            match engine.sync_all_blocking(SyncOptions::default()) {
+                Err(e) => errors.push(format!("sync: {e}")),
+                Ok(report) => {
+                    for (name, r) in report.sources {
+                        if wanted.contains(&name) {
+                            if let Err(e) = &r {
+                                errors.push(format!("{name}: {e}"));
+                            }
+                            results.push((name, r));
+                        }
+                    }
+                }
+            }
+        }
         Ok(()) => {
             for name in &wanted {
                 let r = engine.sync_source_blocking(name, SyncOptions::default());
@@ -232,6 +291,7 @@ fn sync(args: SyncArgs) -> Result<()> {
             }
         }
     }
+    let elapsed = started.elapsed().as_secs_f64();
     engine.shutdown();
     let ok = errors.is_empty() && results.len() == wanted.len();
     let mut sources = serde_json::Map::new();
@@ -251,9 +311,14 @@ fn sync(args: SyncArgs) -> Result<()> {
         for e in &errors {
             eprintln!("error: {e}");
         }
-        println!("synced in {:.2} s", started.elapsed().as_secs_f64());
+        println!("synced in {elapsed:.2} s");
     } else {
-        let mut summary = serde_json::json!({"ok": ok, "sources": sources, "errors": errors});
+        let mut summary = serde_json::json!({
+            "ok": ok,
+            "sources": sources,
+            "errors": errors,
+            "elapsed_s": elapsed,
+        });
         if args.report_rss {
             summary["peak_rss_kb"] = serde_json::json!(bench::peak_rss_kb());
         }

@@ -76,6 +76,13 @@ pub enum Error {
     /// needed.
     #[error("the server's schema changed: a new bulk sync is needed")]
     SchemaChanged,
+    /// A bulk data file was corrupt, truncated or did not match the request (spec §6.4).
+    /// Nothing was changed; the bulk state stays "needed", so the next sync tries again.
+    #[error("bulk data file: {reason}")]
+    BulkFile {
+        /// What is wrong with the file.
+        reason: String,
+    },
     /// The engine was shut down or closed.
     #[error("closed")]
     Closed,

@@ -25,11 +25,13 @@ pub use engine::{
     ObjectNotification, SyncListener, SyncLock, SyncNotification, SyncStatus,
 };
 pub use error::{Error, Result};
-pub use model::{Attrs, BelongsTo, ModelKind, Object, Partition, SourceDef};
-pub use protocol::{PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver};
+pub use model::{Attrs, BelongsTo, ModelKind, Object, Partition, SourceDef, SyncType};
+pub use protocol::{
+    BulkEvent, BulkStep, PageEvent, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx, SyncObserver,
+};
 pub use query::{Cond, Query};
 pub use store::Store;
 pub use sync::{
-    CreateErrorAction, DeleteErrorAction, SyncClient, SyncConfig, SyncErrorRecord, SyncOptions, SyncReport,
-    UpdateErrorAction,
+    BulkReport, BulkSyncState, CreateErrorAction, DeleteErrorAction, SyncClient, SyncConfig, SyncErrorRecord,
+    SyncOptions, SyncReport, UpdateErrorAction,
 };

@@ -67,6 +67,29 @@ pub enum ModelKind {
     },
 }
 
+/// How a source's data first arrives (RhoConnect `sources.sync_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncType {
+    /// Page by page only (the default).
+    #[default]
+    Incremental,
+    /// Loaded from the server's bulk data file (spec §6) while the bulk state is
+    /// [`crate::BulkSyncState::Needed`] (a first sync, or after the app asked for one), then
+    /// page by page from where the file left off.
+    Bulk,
+}
+
+impl SyncType {
+    /// `incremental` or `bulk`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncType::Incremental => "incremental",
+            SyncType::Bulk => "bulk",
+        }
+    }
+}
+
 /// `belongs_to`: attribute `attr` holds the id of an object of `source`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BelongsTo {
@@ -93,6 +116,9 @@ pub struct SourceDef {
     pub blob_attrs: Vec<String>,
     /// References to other sources.
     pub belongs_to: Vec<BelongsTo>,
+    /// Incremental only, or bulk first (see [`SyncType`]).
+    #[serde(default)]
+    pub sync_type: SyncType,
 }
 
 impl SourceDef {
@@ -106,6 +132,7 @@ impl SourceDef {
             kind: ModelKind::PropertyBag,
             blob_attrs: Vec::new(),
             belongs_to: Vec::new(),
+            sync_type: SyncType::Incremental,
         }
     }
 
@@ -138,6 +165,12 @@ impl SourceDef {
             attr: attr.into(),
             source: source.into(),
         });
+        self
+    }
+
+    /// Sets how the source's data first arrives ([`SyncType::Bulk`]: from bulk data files).
+    pub fn sync_type(mut self, t: SyncType) -> Self {
+        self.sync_type = t;
         self
     }
 

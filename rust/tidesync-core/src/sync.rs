@@ -2,6 +2,10 @@
 //! app's decisions about refused changes. The engine (background thread, notifications) is
 //! built on it; the FFI wraps it.
 
+mod bulk;
+
+pub use bulk::{BULK_STATE_KEY, BulkReport, BulkSyncState};
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -290,9 +294,22 @@ impl SyncClient {
                 message: "not logged in".into(),
             });
         }
+        // A bulk sync first when one is needed (spec §6.1); if it fails, the bulk sources are
+        // not synced page by page in this run (their objects would be missed, H7).
+        let bulk_failed = if !opts.only_changed_sources && self.bulk_needed()? {
+            self.bulk_sync(opts, observer.clone()).err()
+        } else {
+            None
+        };
         let ctx = self.ctx(opts, observer);
         let mut report = SyncReport::default();
         for src in sync_order(self.store.sources()?) {
+            if let Some(e) = &bulk_failed
+                && src.def.sync_type == crate::model::SyncType::Bulk
+            {
+                report.sources.push((src.def.name.clone(), Err(e.clone())));
+                continue;
+            }
             if opts.only_changed_sources && !self.store.read(|c| queue::has_pending(c, src.id))? {
                 continue;
             }

@@ -64,6 +64,13 @@ pub enum TideSyncError {
         /// What was looked for.
         what: String,
     },
+    /// A bulk data file was corrupt, truncated or did not match; nothing changed and the next
+    /// sync tries the bulk sync again.
+    #[error("bulk data file: {reason}")]
+    BulkFile {
+        /// What is wrong with the file.
+        reason: String,
+    },
     /// The object was closed or shut down.
     #[error("closed")]
     Closed,
@@ -104,6 +111,7 @@ impl From<CoreError> for TideSyncError {
             CoreError::InvalidInput { reason } => (Self::InvalidArgument { reason: reason.clone() }, Level::Info),
             CoreError::NotFound { what } => (Self::NotFound { what: what.clone() }, Level::Info),
             CoreError::SchemaChanged => (Self::SchemaChanged, Level::Warn),
+            CoreError::BulkFile { reason } => (Self::BulkFile { reason: reason.clone() }, Level::Warn),
             CoreError::Closed => (Self::Closed, Level::Info),
             CoreError::Internal { reason } => (Self::Internal { reason: reason.clone() }, Level::Error),
         };

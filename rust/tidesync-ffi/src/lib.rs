@@ -12,6 +12,7 @@
 
 uniffi::setup_scaffolding!("tidesync");
 
+mod bulk;
 mod data;
 mod engine;
 mod error;

@@ -22,7 +22,7 @@ use crate::types::ServerError;
 pub enum SyncType {
     /// Page by page.
     Incremental,
-    /// A bulk data file (not implemented yet).
+    /// A bulk data file (spec §6); also a source loaded from bulk files.
     Bulk,
 }
 
@@ -174,9 +174,11 @@ pub struct SyncNotification {
     pub server_errors: Vec<ServerError>,
     /// Per-source outcomes (run events only).
     pub outcomes: Vec<SourceOutcome>,
-    /// Bulk sync step (none yet).
+    /// Bulk sync step (`syncType == BULK` only): `start`, `download`, `change_db`, `blobs`,
+    /// `ok`, `complete` or `error`. For `download`, `cumulativeCount` counts bytes received and
+    /// `totalCount` is the file's size; for `ok`/`complete` they count objects imported.
     pub bulk_status: Option<String>,
-    /// Bulk sync partition (none yet).
+    /// Bulk sync partition (`user`, `app`, or "" for the steps of the whole bulk sync).
     pub partition: Option<String>,
 }
 

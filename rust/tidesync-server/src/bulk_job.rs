@@ -173,6 +173,10 @@ impl State {
                     failed = true;
                 }
                 objects = md.iter().map(|(k, o)| (k.clone(), o.clone())).collect();
+                // Rows in object id order: the file's table order then matches its
+                // `by_src_object` index, and a client importing it in table order inserts its
+                // objects in key order (appends instead of b-tree page splits).
+                objects.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 snapshots.push((def.name.clone(), objects.clone(), md.seq()));
             }
             inputs.push(BulkSource {

@@ -719,7 +719,7 @@ async fn bulk_file(AxState(st): AxState<St>, req: Request) -> Response {
         return Reply::new(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "Internal Server Error").finish();
     }
     let n = if len == 0 { 0 } else { end - start + 1 };
-    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(n)));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file.take(n), 256 * 1024));
     let modified = meta.modified().map(httpdate::fmt_http_date).unwrap_or_default();
     let mut r = Reply::new(status, ctype, body)
         .header("content-length", n.to_string())

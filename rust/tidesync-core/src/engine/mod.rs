@@ -31,6 +31,7 @@
 //! HTTP ends only when it returns or times out ([`EngineConfig::read_timeout`]); its answer is
 //! then not applied.
 
+mod bulk;
 mod command;
 mod gate;
 mod notifier;

@@ -28,6 +28,11 @@
 //! `outcomes` and [`SyncNotification::all_ok`]) or `cancelled`. A sync of one source (or
 //! `push_changes`) sends no run event, as in RhoConnect.
 //!
+//! A sync of all sources that starts with a bulk sync first sends its `sync_type: bulk` events to
+//! `*` (`source_name: null`, not final, `bulk_status` `start` → per partition `start`, `download`,
+//! `change_db`, `ok` → `blobs` → `complete`, or `error`); see ARCHITECTURE.md "Bulk
+//! notifications".
+//!
 //! Differences from RhoConnect: `processed_count` and `cumulative_count` count objects (inserts +
 //! deletes per page, as the server counts them) instead of repeating `total_count` and the page
 //! count; server errors are not final; a stop yields `cancelled` instead of silence; `complete`
@@ -38,15 +43,8 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::sync::SyncErrorRecord;
 
-/// How the data came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncType {
-    /// Page by page (the only kind so far).
-    Incremental,
-    /// A bulk data file (not implemented yet).
-    Bulk,
-}
+/// How the data came: the same type as a source's sync type ([`crate::model::SyncType`]).
+pub use crate::model::SyncType;
 
 /// The status of a [`SyncNotification`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -126,7 +124,7 @@ impl ErrorCode {
             Error::Busy | Error::NotFound { .. } => ErrorCode::Runtime,
             Error::Stopped => ErrorCode::CancelledByUser,
             Error::InvalidInput { .. } => ErrorCode::InvalidInput,
-            Error::SchemaChanged => ErrorCode::UnexpectedServerResponse,
+            Error::SchemaChanged | Error::BulkFile { .. } => ErrorCode::UnexpectedServerResponse,
             Error::Closed | Error::Internal { .. } => ErrorCode::Runtime,
         }
     }
@@ -183,9 +181,10 @@ pub struct SyncNotification {
     pub server_errors: Vec<SyncErrorRecord>,
     /// Per-source outcomes (run events only).
     pub outcomes: Vec<SourceOutcome>,
-    /// Bulk sync step (none yet).
+    /// Bulk sync step (`sync_type` bulk only): `start`, `download`, `change_db`, `blobs`, `ok`,
+    /// `complete` or `error` (spec §6.5).
     pub bulk_status: Option<String>,
-    /// Bulk sync partition (none yet).
+    /// Bulk sync partition (`user` or `app`; empty for the steps of the whole bulk sync).
     pub partition: Option<String>,
 }
 

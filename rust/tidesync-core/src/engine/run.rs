@@ -87,6 +87,17 @@ pub(crate) fn sync_all(
     let mut report = SyncReport::default();
     let mut outcomes = Vec::with_capacity(plan.len());
     let mut fatal: Option<Error> = None;
+    // A bulk sync first when one is needed (spec §6.1). If it fails, the bulk sources are not
+    // synced page by page in this run: the server counts the file's objects as delivered (H7).
+    let bulk_failed = if logged_in && !opts.only_changed_sources && !shared.stopped_since(epoch) {
+        match client.bulk_needed() {
+            Ok(true) => super::bulk::run(shared, client, epoch, opts).err(),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        }
+    } else {
+        None
+    };
     for src in &plan {
         let name = src.def.name.as_str();
         if opts.only_changed_sources && logged_in {
@@ -102,6 +113,14 @@ pub(crate) fn sync_all(
         } else if !logged_in {
             let r = Err(not_logged_in());
             Some((End::of(&r, false, true), r))
+        } else if let Some(e) = bulk_failed
+            .as_ref()
+            .filter(|_| src.def.sync_type == crate::model::SyncType::Bulk)
+        {
+            let r = Err(e.clone());
+            let mut end = End::of(&r, shared.stopped_since(epoch), false);
+            end.message = format!("bulk sync failed: {}", end.message);
+            Some((end, r))
         } else if let Some(f) = &fatal {
             let r = Err(f.clone());
             let mut end = End::of(&r, false, false);
@@ -180,7 +199,30 @@ pub(crate) fn sync_one(
             final_event(shared, Some(src.id), name, &End::of(&r, false, true), None, 0);
             r
         }
-        Ok((src, true)) => sync_source(shared, client, epoch, &src, opts, push_marker),
+        Ok((src, true)) => {
+            // As RhoConnect's `prepareSync`: a needed bulk sync runs before a sync of one source
+            // too (not before `push_changes`).
+            let bulk = if push_marker || shared.stopped_since(epoch) {
+                None
+            } else {
+                match client.bulk_needed() {
+                    Ok(true) => super::bulk::run(shared, client, epoch, opts).err(),
+                    Ok(false) => None,
+                    Err(e) => Some(e),
+                }
+            };
+            match bulk {
+                Some(e) if src.def.sync_type == crate::model::SyncType::Bulk || e == Error::Stopped => {
+                    let r = Err(e);
+                    let mut end = End::of(&r, shared.stopped_since(epoch), false);
+                    end.message = format!("bulk sync failed: {}", end.message);
+                    let total = src.server_total.and_then(|t| u64::try_from(t).ok());
+                    final_event(shared, Some(src.id), name, &end, total, 0);
+                    r
+                }
+                _ => sync_source(shared, client, epoch, &src, opts, push_marker),
+            }
+        }
     }
 }
 

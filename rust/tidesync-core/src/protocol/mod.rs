@@ -29,10 +29,76 @@ pub struct PageEvent<'a> {
     pub stats: &'a ApplyStats,
 }
 
+/// A step of a bulk sync (spec §6.5 `bulk_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BulkStep {
+    /// The bulk sync (partition `None`) or a partition starts.
+    Start,
+    /// The partition's file is being downloaded (repeated with byte progress).
+    Download,
+    /// The file was validated; its import into the store begins (one transaction). An observer
+    /// may block here (the engine's sync mutex): nothing has changed yet.
+    ChangeDb,
+    /// Blob downloads begin (partition `None`; only when a bulk source declares blob
+    /// attributes — the downloads themselves are not part of bulk sync yet).
+    Blobs,
+    /// The partition was imported (or the server had nothing for it).
+    Ok,
+    /// Every partition was imported; the bulk state is now done (partition `None`).
+    Complete,
+}
+
+impl BulkStep {
+    /// The RhoConnect `bulk_status` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkStep::Start => "start",
+            BulkStep::Download => "download",
+            BulkStep::ChangeDb => "change_db",
+            BulkStep::Blobs => "blobs",
+            BulkStep::Ok => "ok",
+            BulkStep::Complete => "complete",
+        }
+    }
+}
+
+/// Progress of a bulk sync, reported to the observer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BulkEvent {
+    /// The step.
+    pub step: BulkStep,
+    /// The partition; `None` for the steps of the whole bulk sync.
+    pub partition: Option<crate::model::Partition>,
+    /// Bytes of the file received so far (download steps).
+    pub bytes: u64,
+    /// The file's size, when the server said it.
+    pub total_bytes: Option<u64>,
+    /// Objects imported (partition `ok`).
+    pub objects: u64,
+}
+
+impl BulkEvent {
+    /// An event without counts.
+    pub fn new(step: BulkStep, partition: Option<crate::model::Partition>) -> Self {
+        Self {
+            step,
+            partition,
+            bytes: 0,
+            total_bytes: None,
+            objects: 0,
+        }
+    }
+}
+
 /// Receives progress (the engine turns it into notifications).
 pub trait SyncObserver: Send + Sync {
     /// A page was applied and committed.
     fn on_page(&self, event: &PageEvent<'_>);
+
+    /// A bulk sync step (default: ignored).
+    fn on_bulk(&self, event: &BulkEvent) {
+        let _ = event;
+    }
 }
 
 /// Per-run context: page size, extra query parameters, stop signal, observer.
@@ -98,6 +164,12 @@ impl SyncCtx {
             o.on_page(e);
         }
     }
+
+    pub(crate) fn bulk(&self, e: &BulkEvent) {
+        if let Some(o) = &self.observer {
+            o.on_bulk(e);
+        }
+    }
 }
 
 /// The outcome of syncing one source.
@@ -142,6 +214,15 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     /// Typed errors; pages already applied stay applied.
     fn search(&self, store: &Store, ctx: &SyncCtx, request: &SearchRequest) -> Result<SearchReport>;
 
+    /// Fetches a snapshot of `request.partition` (RhoConnect: the bulk data file, spec §6) into
+    /// `request.dir`, reporting [`BulkStep::Download`] through `ctx`. The file has the shape of
+    /// spec §6.4 (tables `sources` and `object_values`), which the store validates and imports;
+    /// it is not validated here. `Ok(None)`: the server has no sources in the partition.
+    ///
+    /// # Errors
+    /// Not logged in, network (after bounded retries with resume), server, protocol, stopped.
+    fn fetch_snapshot(&self, store: &Store, ctx: &SyncCtx, request: &SnapshotRequest) -> Result<Option<SnapshotFile>>;
+
     /// Registers the device for push messages (`device_pin` empty: unregister).
     ///
     /// # Errors
@@ -179,4 +260,26 @@ pub struct PushRegistration {
     pub device_type: String,
     /// Push provider id (e.g. `fcm`), may be empty.
     pub push_type: String,
+}
+
+/// What [`Protocol::fetch_snapshot`] is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    /// The partition (`user` or `app`).
+    pub partition: crate::model::Partition,
+    /// The sources wanted, by name.
+    pub sources: Vec<String>,
+    /// Where to put the file (and partial downloads, kept for resuming).
+    pub dir: std::path::PathBuf,
+    /// How long to wait for the server to build the file before giving up.
+    pub max_wait: std::time::Duration,
+}
+
+/// A downloaded snapshot file (spec §6.4 shape), not yet validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFile {
+    /// The SQLite file.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
 }

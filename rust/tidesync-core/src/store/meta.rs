@@ -85,6 +85,8 @@ struct Definition {
     blob_attrs: Vec<String>,
     #[serde(default)]
     belongs_to: Vec<BelongsTo>,
+    #[serde(default)]
+    sync_type: crate::model::SyncType,
 }
 
 /// A source as stored, with its sync state.
@@ -143,6 +145,7 @@ fn row_to_source(r: &rusqlite::Row<'_>) -> rusqlite::Result<(SourceRow, String, 
                 },
                 blob_attrs: Vec::new(),
                 belongs_to: Vec::new(),
+                sync_type: crate::model::SyncType::Incremental,
             },
             token: r.get(7)?,
             server_total: r.get(8)?,
@@ -164,6 +167,7 @@ fn finish(parts: (SourceRow, String, String)) -> Result<SourceRow> {
     }
     row.def.blob_attrs = d.blob_attrs;
     row.def.belongs_to = d.belongs_to;
+    row.def.sync_type = d.sync_type;
     Ok(row)
 }
 
@@ -192,6 +196,7 @@ pub(crate) fn define_source(c: &Connection, def: &SourceDef) -> Result<SourceRow
         columns: columns.clone(),
         blob_attrs: def.blob_attrs.clone(),
         belongs_to: def.belongs_to.clone(),
+        sync_type: def.sync_type,
     };
     let kind = if columns.is_empty() { "bag" } else { "fixed" };
     if let Ok(existing) = source(c, &def.name)

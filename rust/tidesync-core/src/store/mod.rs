@@ -8,6 +8,7 @@
 //! sources get a real table per source.
 
 pub mod apply;
+pub mod bulk_import;
 pub mod meta;
 pub mod objects;
 pub mod queue;

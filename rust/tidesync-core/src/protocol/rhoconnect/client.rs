@@ -4,24 +4,27 @@
 use super::page::{Page, parse_page, parse_search};
 use super::transport::{Answer, Failure, HttpConfig, Transport};
 use crate::error::{Error, Result};
-use crate::protocol::{PageEvent, Protocol, PushRegistration, SearchReport, SearchRequest, SourceReport, SyncCtx};
+use crate::protocol::{
+    PageEvent, Protocol, PushRegistration, SearchReport, SearchRequest, SnapshotFile, SnapshotRequest, SourceReport,
+    SyncCtx,
+};
 use crate::store::Store;
 use crate::store::apply::{Batch, ObjectError};
 use crate::store::meta::{self, SourceRow};
 use crate::store::queue::{self, PushBatch, PushOutcome};
 
 /// Body of the `500` answer for an unknown or missing client id.
-const UNKNOWN_CLIENT: &str = "Unknown client";
+pub(super) const UNKNOWN_CLIENT: &str = "Unknown client";
 
 /// A RhoConnect server.
 #[derive(Debug, Clone)]
 pub struct RhoConnect {
     /// `syncserver`, ending with `/`, e.g. `http://host:9292/application/`.
-    base: String,
-    transport: Transport,
+    pub(super) base: String,
+    pub(super) transport: Transport,
 }
 
-fn status_error(a: &Answer) -> Error {
+pub(super) fn status_error(a: &Answer) -> Error {
     match a.status {
         401 => Error::Unauthorized { message: a.text() },
         s => Error::Server {
@@ -31,11 +34,11 @@ fn status_error(a: &Answer) -> Error {
     }
 }
 
-fn is_unknown_client(a: &Answer) -> bool {
+pub(super) fn is_unknown_client(a: &Answer) -> bool {
     a.status == 500 && a.text().trim().eq_ignore_ascii_case(UNKNOWN_CLIENT)
 }
 
-fn enc(s: &str) -> String {
+pub(super) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -62,7 +65,7 @@ impl RhoConnect {
         })
     }
 
-    fn url(&self, word: &str) -> String {
+    pub(super) fn url(&self, word: &str) -> String {
         format!("{}{word}", self.base)
     }
 
@@ -71,7 +74,7 @@ impl RhoConnect {
         self.base.trim_end_matches('/')
     }
 
-    fn session(store: &Store) -> Result<String> {
+    pub(super) fn session(store: &Store) -> Result<String> {
         store
             .read(meta::client_info)?
             .session
@@ -81,7 +84,7 @@ impl RhoConnect {
     }
 
     /// Keeps the stored cookie fresh when a successful answer re-issues it (spec §2.2).
-    fn refresh_cookie(store: &Store, a: &Answer) -> Result<()> {
+    pub(super) fn refresh_cookie(store: &Store, a: &Answer) -> Result<()> {
         if a.ok()
             && let Some(c) = &a.session
         {
@@ -94,7 +97,7 @@ impl RhoConnect {
     }
 
     /// A client id, created lazily and persisted; sends a pending client reset first.
-    fn client_id(&self, store: &Store, cookie: &str) -> Result<String> {
+    pub(super) fn client_id(&self, store: &Store, cookie: &str) -> Result<String> {
         let info = store.read(meta::client_info)?;
         if let Some(id) = info.client_id.filter(|s| !s.is_empty()) {
             if info.reset_pending {
@@ -133,7 +136,7 @@ impl RhoConnect {
     /// Recovery from `500 Unknown client` (spec §3.4, H10): a new client id, every token
     /// cleared, and the local copies of synced objects dropped — except objects with queued
     /// changes — so that the full resend leaves no stale object behind. Queued changes stay.
-    fn recover_unknown_client(store: &Store) -> Result<()> {
+    pub(super) fn recover_unknown_client(store: &Store) -> Result<()> {
         log::warn!("server does not know this client: creating a new client id and resyncing");
         store.write(meta::start_over)
     }
@@ -272,7 +275,8 @@ impl RhoConnect {
     }
 }
 
-/// Removes every synced object, error and sync state (a different user signs in).
+/// Removes every synced object, error and sync state (a different user signs in); the bulk
+/// state becomes "needed" again.
 pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
     for src in meta::sources(tx)? {
         if let Some(t) = src.fixed_table() {
@@ -283,7 +287,8 @@ pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
         "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
          UPDATE client_info SET client_id = NULL, reset_pending = 0;
          UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
-             last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;",
+             last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;
+         DELETE FROM settings WHERE key = 'bulksync_state';",
     )?;
     Ok(())
 }
@@ -530,6 +535,10 @@ impl Protocol for RhoConnect {
             active = next;
         }
         Ok(report)
+    }
+
+    fn fetch_snapshot(&self, store: &Store, ctx: &SyncCtx, request: &SnapshotRequest) -> Result<Option<SnapshotFile>> {
+        super::bulk::fetch_snapshot(self, store, ctx, request)
     }
 
     fn register_push(&self, store: &Store, device: &PushRegistration) -> Result<()> {

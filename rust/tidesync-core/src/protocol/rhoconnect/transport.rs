@@ -194,3 +194,137 @@ impl Transport {
         Self::finish(req.send(body))
     }
 }
+
+/// How a download ended.
+#[derive(Debug)]
+pub(crate) enum DownloadError {
+    /// The server answered with this status (not 200, 206 or a usable 416).
+    Status(Answer),
+    /// The connection failed or dropped; the bytes received so far are in the file.
+    Failure(Failure),
+    /// Writing the file failed.
+    Io(std::io::Error),
+    /// `stop` returned true between two chunks.
+    Stopped,
+}
+
+impl Transport {
+    /// Downloads `url` into `file`, resuming at `file`'s current length with `Range: bytes=N-`
+    /// when it is not empty. A server that ignores the range (200) gets the file rewritten from
+    /// the start; `416` with a `Content-Range: bytes */LEN` equal to the file's length means the
+    /// file is already complete. `stop` is checked between chunks of 64 KiB; `progress` receives
+    /// the bytes in the file and the total, when known. Returns the file's final length.
+    pub fn download(
+        &self,
+        url: &str,
+        cookie: Option<&str>,
+        file: &mut std::fs::File,
+        stop: &dyn Fn() -> bool,
+        progress: &mut dyn FnMut(u64, Option<u64>),
+    ) -> Result<u64, DownloadError> {
+        use std::io::{Read as _, Seek as _, Write as _};
+        let have = file.metadata().map_err(DownloadError::Io)?.len();
+        let mut req = self.agent.get(url);
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        if have > 0 {
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let mut resp = req.call().map_err(|e| DownloadError::Failure(classify(e)))?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_range = header("content-range");
+        let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let (start, total) = match status {
+            200 => (0, content_length),
+            206 => {
+                // `bytes A-B/LEN`: the part must start where the file ends.
+                let parsed = content_range.as_deref().and_then(|v| {
+                    let v = v.trim().strip_prefix("bytes")?.trim();
+                    let (range, len) = v.split_once('/')?;
+                    let (a, _) = range.split_once('-')?;
+                    Some((a.trim().parse::<u64>().ok()?, len.trim().parse::<u64>().ok()))
+                });
+                match parsed {
+                    Some((a, len)) if a == have => (have, len),
+                    _ => {
+                        return Err(DownloadError::Failure(Failure::Lost(format!(
+                            "download: unexpected Content-Range {content_range:?} for a file of {have} bytes"
+                        ))));
+                    }
+                }
+            }
+            416 => {
+                let len = content_range
+                    .as_deref()
+                    .and_then(|v| v.rsplit_once('/'))
+                    .and_then(|(_, l)| l.trim().parse::<u64>().ok());
+                if len == Some(have) {
+                    progress(have, Some(have));
+                    return Ok(have);
+                }
+                // The file changed under us: start over.
+                file.set_len(0).map_err(DownloadError::Io)?;
+                return Err(DownloadError::Failure(Failure::Lost(
+                    "download: range not satisfiable; restarting".into(),
+                )));
+            }
+            _ => {
+                let body = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_vec()
+                    .unwrap_or_default();
+                return Err(DownloadError::Status(Answer {
+                    status,
+                    body,
+                    session: None,
+                }));
+            }
+        };
+        if start == 0 {
+            file.set_len(0).map_err(DownloadError::Io)?;
+        }
+        file.seek(std::io::SeekFrom::Start(start)).map_err(DownloadError::Io)?;
+        let mut written = start;
+        let mut reader = resp.body_mut().as_reader();
+        let mut out = std::io::BufWriter::with_capacity(256 * 1024, &mut *file);
+        let mut buf = vec![0_u8; 64 * 1024];
+        let result = loop {
+            if stop() {
+                break Err(DownloadError::Stopped);
+            }
+            match reader.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    if let Err(e) = out.write_all(&buf[..n]) {
+                        break Err(DownloadError::Io(e));
+                    }
+                    written += n as u64;
+                    progress(written, total);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(DownloadError::Failure(Failure::Lost(format!("download: {e}")))),
+            }
+        };
+        // What arrived is kept (a valid prefix) so that the next attempt resumes after it.
+        out.flush().map_err(DownloadError::Io)?;
+        drop(out);
+        result?;
+        if let Some(t) = total
+            && written != t
+        {
+            return Err(DownloadError::Failure(Failure::Lost(format!(
+                "download ended at {written} of {t} bytes"
+            ))));
+        }
+        Ok(written)
+    }
+}

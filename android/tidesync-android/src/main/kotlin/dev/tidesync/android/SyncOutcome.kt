@@ -83,6 +83,8 @@ object SyncOutcomes {
         is TideSyncException.Busy -> SyncOutcome.Busy
         is TideSyncException.Protocol -> SyncOutcome.Failed(SyncData.ERROR_PROTOCOL, e.reason)
         is TideSyncException.Tls -> SyncOutcome.Failed(SyncData.ERROR_TLS, e.reason)
+        // A corrupt or mismatched bulk file changed nothing; the next attempt asks for a new one.
+        is TideSyncException.BulkFile -> SyncOutcome.Server(null, "bulk file: ${e.reason}")
         is TideSyncException.Storage -> SyncOutcome.Failed(SyncData.ERROR_STORAGE, e.reason)
         is TideSyncException.Closed -> SyncOutcome.Failed(SyncData.ERROR_CLOSED, e.message.orEmpty())
         is TideSyncException.InvalidArgument -> SyncOutcome.Failed(SyncData.ERROR_INVALID, e.reason)
