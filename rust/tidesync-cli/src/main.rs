@@ -57,6 +57,12 @@ struct BenchArgs {
     /// Small sizes (a smoke test of the whole path, for CI), not the full benchmark.
     #[arg(long)]
     quick: bool,
+    /// Measure only one part (for profiling).
+    #[arg(long, value_enum)]
+    only: Option<bench::Part>,
+    /// Objects of the initial sync (default 100000, 20000 with --quick).
+    #[arg(long)]
+    objects: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -158,12 +164,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sync(args) => sync(args),
         Command::Demo(args) => demo::run(args.products, args.customers),
         Command::Bench(args) => bench::run(
-            if args.quick {
-                bench::Sizes::quick()
-            } else {
-                bench::Sizes::full()
+            {
+                let mut sizes = if args.quick {
+                    bench::Sizes::quick()
+                } else {
+                    bench::Sizes::full()
+                };
+                sizes.initial = args.objects.unwrap_or(sizes.initial);
+                sizes
             },
             args.json,
+            args.only,
         )
         .map(|_| ()),
     }

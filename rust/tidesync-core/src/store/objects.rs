@@ -11,9 +11,23 @@ use crate::error::{Error, Result};
 use crate::model::{Attrs, ModelKind, Object, SourceDef, check_name};
 use crate::query::{AttrExpr, BagExpr, ColumnExpr, Cond, Query, json_path, tail_sql, where_sql};
 
+/// True for the bytes a JSON string literal must escape.
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
+}
+
 /// Appends `s` as a JSON string literal.
 pub(crate) fn write_json_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
+    // Almost every value needs no escape: one branch-free pass (vectorised) decides, and the
+    // string is copied whole. Checking byte by byte with a branch each cost 3-4x more.
+    if !s.bytes().fold(false, |any, b| any | needs_escape(b)) {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -40,17 +54,22 @@ pub(crate) fn write_json_str(out: &mut String, s: &str) {
 /// A JSON object from attribute pairs.
 pub(crate) fn attrs_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::with_capacity(128);
+    write_attrs_json(&mut out, pairs);
+    out
+}
+
+/// Appends a JSON object of attribute pairs to `out`.
+pub(crate) fn write_attrs_json<'a>(out: &mut String, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
     out.push('{');
     for (i, (k, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_json_str(&mut out, k);
+        write_json_str(out, k);
         out.push(':');
-        write_json_str(&mut out, v);
+        write_json_str(out, v);
     }
     out.push('}');
-    out
 }
 
 /// A JSON merge patch that removes the named attributes.
@@ -189,6 +208,50 @@ pub(crate) fn merge(c: &Connection, src: &SourceRow, id: &str, attrs: &[(&str, &
         }
     }
     Ok(())
+}
+
+/// Upserts the attributes of many objects of one source (a page's `insert`): for a
+/// property-bag source one prepared statement and one JSON buffer serve every object, so an
+/// object costs one `sqlite3_step` and no allocation; fixed-schema sources use [`merge`].
+pub(crate) struct Merger<'c> {
+    c: &'c Connection,
+    src: &'c SourceRow,
+    bag: Option<rusqlite::CachedStatement<'c>>,
+    json: String,
+}
+
+impl<'c> Merger<'c> {
+    pub(crate) fn new(c: &'c Connection, src: &'c SourceRow) -> Result<Self> {
+        let bag = match src.fixed_table() {
+            None => Some(c.prepare_cached(
+                "INSERT INTO objects(source_id, id, attrs) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(source_id, id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs)",
+            )?),
+            Some(_) => None,
+        };
+        Ok(Self {
+            c,
+            src,
+            bag,
+            json: String::with_capacity(1024),
+        })
+    }
+
+    /// As [`merge`]: upserts `attrs` of object `id`; nothing for an empty list.
+    pub(crate) fn merge(&mut self, id: &str, attrs: &[(&str, &str)]) -> Result<()> {
+        if attrs.is_empty() {
+            return Ok(());
+        }
+        match self.bag.as_mut() {
+            Some(stmt) => {
+                self.json.clear();
+                write_attrs_json(&mut self.json, attrs.iter().copied());
+                stmt.execute(params![self.src.id, id, self.json.as_str()])?;
+                Ok(())
+            }
+            None => merge(self.c, self.src, id, attrs),
+        }
+    }
 }
 
 /// Removes the named attributes of `id`; an object left without attributes is deleted.
@@ -589,6 +652,18 @@ mod tests {
 
     fn a(pairs: &[(&str, &str)]) -> Attrs {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn attribute_json_escapes_exactly_what_json_requires() {
+        let pairs = [("plain", "abc é /"), ("q\"k", "a\\b\n\r\t\u{1}\u{1f}\u{7f}")];
+        let json = attrs_json(pairs.iter().copied());
+        assert_eq!(
+            json,
+            r#"{"plain":"abc é /","q\"k":"a\\b\n\r\t\u0001\u001f"#.to_owned() + "\u{7f}\"}"
+        );
+        let back = parse_attrs(&json).expect("valid JSON");
+        assert_eq!(back.get("q\"k").map(String::as_str), Some(pairs[1].1));
     }
 
     #[test]
