@@ -11,19 +11,32 @@ use crate::error::{Error, Result};
 use crate::model::{Attrs, ModelKind, Object, SourceDef, check_name};
 use crate::query::{AttrExpr, BagExpr, ColumnExpr, Cond, Query, json_path, tail_sql, where_sql};
 
-/// True for the bytes a JSON string literal must escape.
-#[inline]
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
+/// The bytes a JSON string literal must escape: control characters, the quote and the backslash.
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// True when `s` holds a byte a JSON string literal must escape. A table lookup per byte:
+/// values are mostly short, and for them this beat both a `match` per byte and an
+/// eight-bytes-at-a-time check (callgrind, page of 10 attributes of 12 characters).
+fn needs_escape(s: &[u8]) -> bool {
+    s.iter().any(|&b| ESCAPE[b as usize])
 }
 
 /// Appends `s` as a JSON string literal.
 pub(crate) fn write_json_str(out: &mut String, s: &str) {
-    out.reserve(s.len() + 2);
     out.push('"');
-    // Almost every value needs no escape: one branch-free pass (vectorised) decides, and the
-    // string is copied whole. Checking byte by byte with a branch each cost 3-4x more.
-    if !s.bytes().fold(false, |any, b| any | needs_escape(b)) {
+    // Almost every value needs no escape: a table lookup per byte decides, and the string is
+    // copied whole (a `match` with a branch per byte and piecewise copies cost 3-4x more).
+    if !needs_escape(s.as_bytes()) {
         out.push_str(s);
         out.push('"');
         return;
@@ -61,7 +74,10 @@ pub(crate) fn attrs_json<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
 /// Appends a JSON object of attribute pairs to `out`.
 pub(crate) fn write_attrs_json<'a>(out: &mut String, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
     out.push('{');
-    for (i, (k, v)) in pairs.into_iter().enumerate() {
+    let pairs = pairs.into_iter();
+    for (i, (k, v)) in pairs.enumerate() {
+        // One reservation per pair instead of one per push (the escape-free common case).
+        out.reserve(k.len() + v.len() + 6);
         if i > 0 {
             out.push(',');
         }
@@ -652,6 +668,23 @@ mod tests {
 
     fn a(pairs: &[(&str, &str)]) -> Attrs {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn escape_check_finds_every_special_byte_at_every_position() {
+        for len in 1..20 {
+            for pos in 0..len {
+                for special in [0u8, 0x1f, b'"', b'\\', b'\n'] {
+                    let mut s = vec![b'a'; len];
+                    s[pos] = special;
+                    assert!(needs_escape(&s), "{special:#x} at {pos} of {len}");
+                }
+                let mut s = vec![b'a'; len];
+                s[pos] = 0x7f;
+                assert!(!needs_escape(&s));
+            }
+        }
+        assert!(!needs_escape("ééééé !#$%&'()*+,-./[]^_`{|}~".as_bytes()));
     }
 
     #[test]
