@@ -106,7 +106,19 @@ impl Store {
     /// Like [`Store::write`], but [`Store::interrupt`] may abort it (a page being applied: the
     /// transaction rolls back and the page is fetched again next time).
     pub(crate) fn write_interruptible<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_page(true, f)
+    }
+
+    /// [`Store::write_interruptible`] for a page. With `durable == false` the commit does not
+    /// wait for the disk (`synchronous = NORMAL` for this one commit): it is still atomic and
+    /// survives a crash of the app, but a power cut may roll it back. Only for a commit that
+    /// nothing acknowledges and whose loss the next sync repairs: the last page of a pull when
+    /// it carries no data and no server error (token `""`, queue settling, bookkeeping).
+    pub(crate) fn write_page<T>(&self, durable: bool, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
+        if !durable {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         *self.interruptible.lock() = true;
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -115,6 +127,13 @@ impl Store {
             Ok(out)
         })();
         *self.interruptible.lock() = false;
+        if !durable {
+            // Back to the default before the lock is released, whatever happened above.
+            if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+                log::error!("restoring synchronous = FULL: {e}");
+                return Err(e.into());
+            }
+        }
         result
     }
 
