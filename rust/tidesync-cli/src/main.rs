@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -204,13 +205,19 @@ fn sync(args: SyncArgs) -> Result<()> {
             client.define_source(&SourceDef::new(name.as_str()).priority(i as i64 + 1))?;
         }
     }
-    let _listener = args.notifications.then(|| {
-        engine.set_notification(None, |n: &SyncNotification| {
+    let _listener = if args.notifications {
+        Some(engine.set_notification(None, |n: &SyncNotification| {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", n.to_json());
-        })
-    });
+        }))
+    } else if !args.json {
+        // Progress bars per source on a terminal, plain lines otherwise (as `demo`).
+        let p = progress::Progress::new();
+        Some(engine.set_notification(None, move |n: &SyncNotification| p.on(n)))
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let mut results: Vec<(
         String,

@@ -285,7 +285,9 @@ mod tests {
             .read(|c| {
                 Ok((
                     c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
-                    c.query_row("SELECT op || ' ' || state || ' ' || attrs FROM changes", [], |r| r.get(0))?,
+                    c.query_row("SELECT op || ' ' || state || ' ' || attrs FROM changes", [], |r| {
+                        r.get(0)
+                    })?,
                     c.query_row("SELECT kind || ' ' || message FROM sync_errors", [], |r| r.get(0))?,
                 ))
             })
@@ -297,9 +299,11 @@ mod tests {
         let fresh = Store::open(&dir.path().join("fresh.db")).expect("fresh");
         let schema = |st: &Store| -> Vec<String> {
             st.read(|c| {
-                Ok(c.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?)
+                Ok(
+                    c.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                )
             })
             .expect("schema")
         };
