@@ -155,7 +155,7 @@ pub(crate) fn apply(c: &Connection, src: &SourceRow, all: &[SourceRow], b: &Batc
         stats.inserted += 1;
         stats.updated_ids.push((*id).to_owned());
     }
-    drop(merger);
+    merger.finish()?;
     record_errors(c, src, b, &mut stats)?;
     if let Some(cp) = b.checkpoint {
         meta::set_token(c, src.id, cp)?;

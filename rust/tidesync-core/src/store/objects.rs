@@ -226,47 +226,95 @@ pub(crate) fn merge(c: &Connection, src: &SourceRow, id: &str, attrs: &[(&str, &
     Ok(())
 }
 
-/// Upserts the attributes of many objects of one source (a page's `insert`): for a
-/// property-bag source one prepared statement and one JSON buffer serve every object, so an
-/// object costs one `sqlite3_step` and no allocation; fixed-schema sources use [`merge`].
-pub(crate) struct Merger<'c> {
+/// Rows per multi-row upsert statement of [`Merger`].
+const MERGE_ROWS: usize = 32;
+
+/// The property-bag upsert of one object: its attributes merged into the stored ones.
+const MERGE_SQL: &str = "INSERT INTO objects(source_id, id, attrs) VALUES (?1, ?2, ?3)
+     ON CONFLICT(source_id, id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs)";
+
+/// Upserts the attributes of many objects of one source (a page's `insert`). For a
+/// property-bag source the objects are written [`MERGE_ROWS`] at a time by one cached
+/// multi-row statement, their JSON built into one reused buffer: a row costs a share of one
+/// `sqlite3_step` and no allocation. Fixed-schema sources use [`merge`] per object. Rows are
+/// written at the latest by [`Merger::finish`]; nothing may read them before.
+pub(crate) struct Merger<'c, 'a> {
     c: &'c Connection,
     src: &'c SourceRow,
-    bag: Option<rusqlite::CachedStatement<'c>>,
+    bag: Option<(rusqlite::CachedStatement<'c>, rusqlite::CachedStatement<'c>)>,
+    ids: Vec<&'a str>,
     json: String,
+    ends: Vec<usize>,
 }
 
-impl<'c> Merger<'c> {
+impl<'c, 'a> Merger<'c, 'a> {
     pub(crate) fn new(c: &'c Connection, src: &'c SourceRow) -> Result<Self> {
         let bag = match src.fixed_table() {
-            None => Some(c.prepare_cached(
-                "INSERT INTO objects(source_id, id, attrs) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(source_id, id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs)",
-            )?),
+            None => {
+                let rows = vec!["(?, ?, ?)"; MERGE_ROWS].join(", ");
+                let many = format!(
+                    "INSERT INTO objects(source_id, id, attrs) VALUES {rows}
+                     ON CONFLICT(source_id, id) DO UPDATE SET attrs = json_patch(attrs, excluded.attrs)"
+                );
+                Some((c.prepare_cached(MERGE_SQL)?, c.prepare_cached(&many)?))
+            }
             Some(_) => None,
         };
         Ok(Self {
             c,
             src,
             bag,
-            json: String::with_capacity(1024),
+            ids: Vec::with_capacity(MERGE_ROWS),
+            json: String::with_capacity(MERGE_ROWS * 512),
+            ends: Vec::with_capacity(MERGE_ROWS),
         })
     }
 
-    /// As [`merge`]: upserts `attrs` of object `id`; nothing for an empty list.
-    pub(crate) fn merge(&mut self, id: &str, attrs: &[(&str, &str)]) -> Result<()> {
+    /// As [`merge`]: upserts `attrs` of object `id` (nothing for an empty list).
+    pub(crate) fn merge(&mut self, id: &'a str, attrs: &[(&str, &str)]) -> Result<()> {
         if attrs.is_empty() {
             return Ok(());
         }
-        match self.bag.as_mut() {
-            Some(stmt) => {
-                self.json.clear();
-                write_attrs_json(&mut self.json, attrs.iter().copied());
-                stmt.execute(params![self.src.id, id, self.json.as_str()])?;
-                Ok(())
-            }
-            None => merge(self.c, self.src, id, attrs),
+        if self.bag.is_none() {
+            return merge(self.c, self.src, id, attrs);
         }
+        write_attrs_json(&mut self.json, attrs.iter().copied());
+        self.ids.push(id);
+        self.ends.push(self.json.len());
+        if self.ids.len() == MERGE_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the rows still buffered.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        self.flush()
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let Some((one, many)) = self.bag.as_mut() else {
+            return Ok(());
+        };
+        let mut start = 0;
+        if self.ids.len() == MERGE_ROWS {
+            for (i, (id, &end)) in self.ids.iter().zip(&self.ends).enumerate() {
+                many.raw_bind_parameter(3 * i + 1, self.src.id)?;
+                many.raw_bind_parameter(3 * i + 2, *id)?;
+                many.raw_bind_parameter(3 * i + 3, &self.json[start..end])?;
+                start = end;
+            }
+            many.raw_execute()?;
+        } else {
+            for (id, &end) in self.ids.iter().zip(&self.ends) {
+                one.execute(params![self.src.id, id, &self.json[start..end]])?;
+                start = end;
+            }
+        }
+        self.ids.clear();
+        self.ends.clear();
+        self.json.clear();
+        Ok(())
     }
 }
 
@@ -668,6 +716,31 @@ mod tests {
 
     fn a(pairs: &[(&str, &str)]) -> Attrs {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn merger_writes_in_chunks_and_keeps_page_order_for_repeated_ids() {
+        let (_d, s) = store();
+        let ids: Vec<String> = (0..70).map(|i| format!("o{i}")).collect();
+        s.write(|tx| {
+            let src = meta::source(tx, "Product")?;
+            let mut m = Merger::new(tx, &src)?;
+            for id in &ids {
+                m.merge(id, &[("name", id.as_str()), ("qty", "1")])?;
+            }
+            // The same object again in the same chunk and in a later one: later values win,
+            // other attributes stay.
+            m.merge(&ids[40], &[("qty", "2")])?;
+            m.merge(&ids[3], &[("qty", "3"), ("extra", "x")])?;
+            m.merge(&ids[3], &[])?;
+            m.finish()
+        })
+        .expect("merge");
+        assert_eq!(s.count("Product", None).expect("count"), 70);
+        let o40 = s.find("Product", "o40").expect("find").expect("exists");
+        assert_eq!(o40.attrs, a(&[("name", "o40"), ("qty", "2")]));
+        let o3 = s.find("Product", "o3").expect("find").expect("exists");
+        assert_eq!(o3.attrs, a(&[("name", "o3"), ("qty", "3"), ("extra", "x")]));
     }
 
     #[test]
