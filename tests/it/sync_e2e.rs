@@ -1050,3 +1050,35 @@ fn sync_resent_delete_refused_as_already_done_does_not_lose_the_deletes_after_it
     assert_eq!(server.backend().applied().deletes, 3);
     assert_product_in_sync(&server, &c);
 }
+
+#[test]
+fn sync_cli_without_json_prints_progress_lines_when_not_on_a_terminal() {
+    let server = start_server();
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(cli_binary())
+        .args([
+            "sync",
+            "--url",
+            &server.sync_url(),
+            "--user",
+            "alice",
+            "--password",
+            PASSWORD,
+            "--page-size",
+            "100",
+            "--db",
+        ])
+        .arg(dir.path().join("cli.db"))
+        .output()
+        .expect("tidesync runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // Output is a pipe: one plain line per page and per final event, no terminal escapes.
+    assert!(stdout.contains("  Product: 100 / "), "{stdout}");
+    assert!(stdout.contains("  Product: Ok"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Product: {PRODUCTS} objects (ok)")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains('\u{1b}'), "{stdout}");
+}

@@ -51,7 +51,19 @@ impl Sizes {
 pub struct Figures {
     pub objects: u64,
     pub initial_sync_objects_per_s: f64,
+    /// CPU seconds (all threads: client and in-process server) of the initial sync.
+    pub initial_sync_cpu_s: f64,
+    /// CPU seconds of the raw ceiling's insert (the faster layout).
+    pub raw_sqlite_cpu_s: f64,
+    /// `raw_sqlite_cpu_s / initial_sync_cpu_s`: the ratio on CPU time, which a loaded machine
+    /// disturbs much less than wall time (it leaves out waiting for a core and for fsync).
+    pub cpu_ratio_to_raw: f64,
+    /// The ceiling: the faster of the two raw layouts below.
     pub raw_sqlite_objects_per_s: f64,
+    /// The raw insert into a rowid table with a unique index on the text id.
+    pub raw_rowid_objects_per_s: f64,
+    /// The raw insert into a `WITHOUT ROWID` table clustered on the text id.
+    pub raw_without_rowid_objects_per_s: f64,
     pub ratio_to_raw: f64,
     pub peak_rss_mb_1m: f64,
     pub rss_objects: u64,
@@ -101,28 +113,43 @@ fn full_sync(c: &SyncClient, user: &str, observer: Option<Arc<dyn SyncObserver>>
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// The raw ceiling: `n` objects of 10 attributes into a plain table, one transaction.
-fn raw_sqlite(dir: &Path, n: u64) -> Result<f64> {
-    let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
-         CREATE TABLE raw (id TEXT PRIMARY KEY, c0 TEXT, c1 TEXT, c2 TEXT, c3 TEXT, c4 TEXT, c5 TEXT, c6 TEXT, c7 TEXT, c8 TEXT, c9 TEXT);",
-    )?;
+/// The raw ceiling: `n` objects of 10 attributes into a plain table of 10 text columns, one
+/// cached statement, one transaction. Both table layouts are measured (a rowid table with a
+/// unique index on the text id, and a `WITHOUT ROWID` table clustered on it); the faster one is
+/// the ceiling. Returns (rowid, without rowid) objects/s and the CPU seconds of the faster.
+fn raw_sqlite(dir: &Path, n: u64) -> Result<(f64, f64, f64)> {
     let shape = Shape::Generic { attrs: 10 };
     let objects: Vec<(String, Obj)> = (1..=n).map(|i| (i.to_string(), generate(&shape, i, 7))).collect();
-    let t = Instant::now();
-    let tx = conn.unchecked_transaction()?;
+    let mut rates = [0.0; 2];
+    let mut cpu = [0.0; 2];
+    for (i, (file, suffix)) in [("raw.db", ""), ("raw-wr.db", " WITHOUT ROWID")]
+        .into_iter()
+        .enumerate()
     {
-        let mut stmt = tx.prepare_cached("INSERT INTO raw VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?;
-        for (id, o) in &objects {
-            let v: Vec<&str> = o.iter().map(|(_, v)| v).collect();
-            stmt.execute(rusqlite::params![
-                id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
-            ])?;
+        let conn = rusqlite::Connection::open(dir.join(file))?;
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16384;
+             CREATE TABLE raw (id TEXT PRIMARY KEY, c0 TEXT, c1 TEXT, c2 TEXT, c3 TEXT, c4 TEXT, c5 TEXT, c6 TEXT, c7 TEXT, c8 TEXT, c9 TEXT){suffix};"
+        ))?;
+        let t = Instant::now();
+        let c0 = process_cpu_s();
+        let tx = conn.unchecked_transaction()?;
+        {
+            let mut stmt =
+                tx.prepare_cached("INSERT INTO raw VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)")?;
+            for (id, o) in &objects {
+                let v: Vec<&str> = o.iter().map(|(_, v)| v).collect();
+                stmt.execute(rusqlite::params![
+                    id, v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+                ])?;
+            }
         }
+        tx.commit()?;
+        rates[i] = n as f64 / t.elapsed().as_secs_f64();
+        cpu[i] = process_cpu_s() - c0;
     }
-    tx.commit()?;
-    Ok(n as f64 / t.elapsed().as_secs_f64())
+    let best_cpu = if rates[0] >= rates[1] { cpu[0] } else { cpu[1] };
+    Ok((rates[0], rates[1], best_cpu))
 }
 
 /// Peak RSS of a child `tidesync sync` of `n` objects, in MB.
@@ -317,8 +344,34 @@ fn local_batch(dir: &Path) -> Result<f64> {
     Ok(samples[samples.len() / 2])
 }
 
-/// Runs everything; prints a table (and the JSON line when asked).
-pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
+/// Which figures to measure (`--only`, for profiling one part under callgrind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// The initial sync and its raw-SQLite ceiling.
+    Initial,
+    /// The raw-SQLite ceiling alone.
+    Raw,
+    /// The initial sync alone.
+    Sync,
+    /// Peak RSS of the large sync in a child process.
+    Rss,
+    /// The incremental update (and the local update) on the large store.
+    Incremental,
+    /// stop_sync latency.
+    Stop,
+    /// The local batch of 1k objects.
+    Batch,
+    /// Bulk versus incremental first sync (also `bench --bulk`).
+    Bulk,
+}
+
+/// Runs everything (or only `only`); prints a table (and the JSON line when asked).
+pub fn run(sizes: Sizes, json: bool, only: Option<Part>) -> Result<Figures> {
+    let want = |p: Part| match only {
+        None => true,
+        Some(Part::Initial) => matches!(p, Part::Sync | Part::Raw),
+        Some(o) => o == p,
+    };
     let dir = tempfile_dir()?;
     let mut f = Figures {
         objects: sizes.initial,
@@ -326,33 +379,54 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
         incremental_store_objects: sizes.incremental_store,
         ..Figures::default()
     };
-    eprintln!("bench: initial sync of {} objects x 10 attributes…", sizes.initial);
-    {
+    if want(Part::Sync) {
+        eprintln!("bench: initial sync of {} objects x 10 attributes…", sizes.initial);
         let s = server(sizes.initial)?;
         // Warm the server (its data is generated on first use) with another user's sync.
         let warm = client(dir.path(), "warm.db", &s)?;
         full_sync(&warm, "warm", None)?;
         let c = client(dir.path(), "initial.db", &s)?;
+        let c0 = process_cpu_s();
         let secs = full_sync(&c, "bench", None)?;
+        f.initial_sync_cpu_s = process_cpu_s() - c0;
         anyhow::ensure!(c.count("Item", None)? == sizes.initial, "initial sync incomplete");
         f.initial_sync_objects_per_s = sizes.initial as f64 / secs;
     }
-    f.raw_sqlite_objects_per_s = raw_sqlite(dir.path(), sizes.initial)?;
-    f.ratio_to_raw = f.initial_sync_objects_per_s / f.raw_sqlite_objects_per_s;
-    eprintln!("bench: peak RSS of a {}-object sync (child process)…", sizes.rss);
-    {
+    if want(Part::Raw) {
+        let (rowid, without_rowid, cpu) = raw_sqlite(dir.path(), sizes.initial)?;
+        f.raw_sqlite_cpu_s = cpu;
+        f.raw_rowid_objects_per_s = rowid;
+        f.raw_without_rowid_objects_per_s = without_rowid;
+        f.raw_sqlite_objects_per_s = rowid.max(without_rowid);
+    }
+    if f.raw_sqlite_objects_per_s > 0.0 {
+        f.ratio_to_raw = f.initial_sync_objects_per_s / f.raw_sqlite_objects_per_s;
+    }
+    if f.initial_sync_cpu_s > 0.0 {
+        f.cpu_ratio_to_raw = f.raw_sqlite_cpu_s / f.initial_sync_cpu_s;
+    }
+    if want(Part::Rss) {
+        eprintln!("bench: peak RSS of a {}-object sync (child process)…", sizes.rss);
         let s = server(sizes.rss)?;
         f.peak_rss_mb_1m = child_rss(dir.path(), &s)?;
     }
-    eprintln!(
-        "bench: incremental update on a {}-object store…",
-        sizes.incremental_store
-    );
-    (f.incremental_update_ms_500k, f.local_update_ms_500k) = incremental(dir.path(), sizes.incremental_store)?;
-    eprintln!("bench: stop latency during a {}-object sync…", sizes.stop_store);
-    f.stop_sync_ms = stop_latency(dir.path(), sizes.stop_store)?;
-    f.local_batch_1k_ms = local_batch(dir.path())?;
-    f.bulk = Some(bulk_figures(dir.path(), sizes.bulk)?);
+    if want(Part::Incremental) {
+        eprintln!(
+            "bench: incremental update on a {}-object store…",
+            sizes.incremental_store
+        );
+        (f.incremental_update_ms_500k, f.local_update_ms_500k) = incremental(dir.path(), sizes.incremental_store)?;
+    }
+    if want(Part::Stop) {
+        eprintln!("bench: stop latency during a {}-object sync…", sizes.stop_store);
+        f.stop_sync_ms = stop_latency(dir.path(), sizes.stop_store)?;
+    }
+    if want(Part::Batch) {
+        f.local_batch_1k_ms = local_batch(dir.path())?;
+    }
+    if want(Part::Bulk) {
+        f.bulk = Some(bulk_figures(dir.path(), sizes.bulk)?);
+    }
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
@@ -363,7 +437,15 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
         "| raw SQLite insert, same objects | {:.0} objects/s |",
         f.raw_sqlite_objects_per_s
     );
+    println!(
+        "| (raw rowid table / WITHOUT ROWID table) | {:.0} / {:.0} objects/s |",
+        f.raw_rowid_objects_per_s, f.raw_without_rowid_objects_per_s
+    );
     println!("| ratio to raw | {:.2} |", f.ratio_to_raw);
+    println!(
+        "| CPU seconds: sync (client + server) / raw; ratio | {:.2} / {:.2}; {:.2} |",
+        f.initial_sync_cpu_s, f.raw_sqlite_cpu_s, f.cpu_ratio_to_raw
+    );
     println!(
         "| peak RSS, {}-object sync | {:.1} MB |",
         f.rss_objects, f.peak_rss_mb_1m
@@ -406,6 +488,22 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// CPU time (user + system) this process has used so far, in seconds (Linux `/proc`, 10 ms
+/// ticks; 0 elsewhere). Covers every thread, so the in-process server is counted too.
+fn process_cpu_s() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let fields: Vec<&str> = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest.split(' ').collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// This process's peak resident set size in kB (Linux), if known.

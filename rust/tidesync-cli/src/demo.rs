@@ -5,201 +5,16 @@
 //! pushes them, shows a change the server refuses and how the app resolves it, and ends with a
 //! summary table. Plain lines when stdout is not a terminal.
 
-use std::collections::BTreeMap;
-use std::io::IsTerminal as _;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use parking_lot::Mutex;
 use tidesync_core::{
     Attrs, CreateErrorAction, Engine, EngineConfig, Partition, Query, SourceDef, SyncNotification, SyncOptions,
-    SyncStatus, SyncType,
+    SyncType,
 };
+
+use crate::progress::Progress;
 use tidesync_server::{App, DatasetSpec, Server, ServerConfig};
-
-/// Per-source figures gathered from notifications.
-#[derive(Default, Clone)]
-struct Row {
-    objects: u64,
-    pages: u64,
-    started: Option<Instant>,
-    seconds: f64,
-}
-
-/// Turns notifications into progress bars (terminal) or plain lines.
-struct Progress {
-    tty: bool,
-    multi: MultiProgress,
-    bars: Mutex<BTreeMap<String, ProgressBar>>,
-    rows: Mutex<BTreeMap<String, Row>>,
-    phase: Mutex<String>,
-    /// When the current source began: the start of the phase, or the previous source's end.
-    mark: Mutex<Instant>,
-}
-
-impl Progress {
-    fn new() -> Arc<Self> {
-        let tty = std::io::stdout().is_terminal();
-        let multi = MultiProgress::with_draw_target(if tty {
-            ProgressDrawTarget::stdout()
-        } else {
-            ProgressDrawTarget::hidden()
-        });
-        Arc::new(Self {
-            tty,
-            multi,
-            bars: Mutex::default(),
-            rows: Mutex::default(),
-            phase: Mutex::new(String::new()),
-            mark: Mutex::new(Instant::now()),
-        })
-    }
-
-    fn say(&self, line: &str) {
-        if self.tty {
-            let _ = self.multi.println(line);
-        } else {
-            println!("{line}");
-        }
-    }
-
-    /// Bulk steps: one line per step (the download as a byte bar on a terminal), and a summary
-    /// row per partition.
-    fn on_bulk(&self, n: &SyncNotification) {
-        let step = n.bulk_status.clone().unwrap_or_default();
-        let part = n.partition.clone().unwrap_or_default();
-        let key = format!("bulk {part}");
-        let now = Instant::now();
-        match step.as_str() {
-            "start" if !part.is_empty() => {
-                self.rows.lock().entry(key).or_default().started = Some(now);
-                self.say(&format!("  bulk {part}: asking the server for its bulk file"));
-            }
-            "download" => {
-                let mb = |b: u64| b as f64 / 1_048_576.0;
-                if self.tty {
-                    let mut bars = self.bars.lock();
-                    let bar = bars.entry(key).or_insert_with(|| {
-                        let b = self.multi.add(ProgressBar::new(n.total_count.unwrap_or(0)));
-                        b.set_style(
-                            ProgressStyle::with_template("{prefix:>12} [{bar:40}] {bytes:>9}/{total_bytes:9} {msg}")
-                                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                                .progress_chars("=> "),
-                        );
-                        b.set_prefix(format!("bulk {part}"));
-                        b
-                    });
-                    if let Some(t) = n.total_count {
-                        bar.set_length(t);
-                    }
-                    bar.set_position(n.cumulative_count);
-                } else if n.total_count.is_some() {
-                    println!(
-                        "  bulk {part}: download {:.1} / {:.1} MB",
-                        mb(n.cumulative_count),
-                        mb(n.total_count.unwrap_or(0))
-                    );
-                }
-            }
-            "change_db" => {
-                if let Some(b) = self.bars.lock().get(&key) {
-                    b.finish_with_message("downloaded");
-                }
-                self.say(&format!("  bulk {part}: file checked; importing it in one transaction"));
-            }
-            "ok" => {
-                let mut rows = self.rows.lock();
-                let row = rows.entry(key).or_default();
-                row.objects = n.cumulative_count;
-                row.pages = 1;
-                row.seconds = row.started.map(|s| (now - s).as_secs_f64()).unwrap_or(0.0);
-                self.say(&format!(
-                    "  bulk {part}: {} objects imported in {:.2} s",
-                    n.cumulative_count, row.seconds
-                ));
-                *self.mark.lock() = now;
-            }
-            "complete" => self.say("  bulk sync complete; incremental sync continues from the file's snapshot"),
-            "error" => self.say(&format!("  bulk {part}: failed: {}", n.error_message)),
-            _ => {}
-        }
-    }
-
-    fn on(&self, n: &SyncNotification) {
-        if n.sync_type == SyncType::Bulk {
-            self.on_bulk(n);
-            return;
-        }
-        let Some(name) = n.source_name.clone() else { return };
-        let phase = self.phase.lock().clone();
-        let key = format!("{phase}{name}");
-        let now = Instant::now();
-        {
-            let mut rows = self.rows.lock();
-            let row = rows.entry(key.clone()).or_default();
-            let mark = *self.mark.lock();
-            row.started.get_or_insert(mark);
-            if n.status == SyncStatus::InProgress {
-                row.pages += 1;
-                row.objects = n.cumulative_count;
-            }
-            if n.is_final {
-                row.objects = n.cumulative_count;
-                row.seconds = row.started.map(|s| (now - s).as_secs_f64()).unwrap_or(0.0);
-                *self.mark.lock() = now;
-            }
-        }
-        if self.tty {
-            let mut bars = self.bars.lock();
-            let bar = bars.entry(key).or_insert_with(|| {
-                let b = self.multi.add(ProgressBar::new(n.total_count.unwrap_or(0)));
-                b.set_style(
-                    ProgressStyle::with_template("{prefix:>12} [{bar:40}] {pos:>7}/{len:7} {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
-                );
-                b.set_prefix(name.clone());
-                b
-            });
-            if let Some(t) = n.total_count {
-                bar.set_length(t.max(n.cumulative_count));
-            }
-            bar.set_position(n.cumulative_count);
-            if n.is_final {
-                bar.finish_with_message(format!("{:?}", n.status).to_lowercase());
-            }
-        } else if n.status == SyncStatus::InProgress {
-            println!(
-                "  {name}: {} / {} objects (page of {})",
-                n.cumulative_count,
-                n.total_count.unwrap_or(0),
-                n.processed_count
-            );
-        } else if n.is_final {
-            println!(
-                "  {name}: {:?}{}",
-                n.status,
-                if n.error_message.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", n.error_message)
-                }
-            );
-        }
-        if n.status == SyncStatus::Error && !n.server_errors.is_empty() {
-            for e in &n.server_errors {
-                self.say(&format!(
-                    "  server refused a {} of {}: {}",
-                    e.kind,
-                    e.object.as_deref().unwrap_or("?"),
-                    e.message
-                ));
-            }
-        }
-    }
-}
 
 fn attrs(pairs: &[(&str, &str)]) -> Attrs {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -255,8 +70,7 @@ pub fn run(products: u64, customers: u64, catalog: u64) -> Result<()> {
         "\n1. First sync of a fresh client"
     });
     engine.login_blocking("demo", "password").context("login")?;
-    *progress.phase.lock() = String::new();
-    *progress.mark.lock() = Instant::now();
+    progress.start_phase("");
     let report = engine.sync_all_blocking(SyncOptions::default())?;
     anyhow::ensure!(report.ok(), "first sync failed: {report:?}");
 
@@ -286,8 +100,7 @@ pub fn run(products: u64, customers: u64, catalog: u64) -> Result<()> {
     ));
 
     progress.say("\n3. Sync again: push, then pull the results");
-    *progress.phase.lock() = "push ".into();
-    *progress.mark.lock() = Instant::now();
+    progress.start_phase("push ");
     engine.sync_all_blocking(SyncOptions::default())?;
     let linked = made
         .iter()
@@ -326,7 +139,7 @@ pub fn run(products: u64, customers: u64, catalog: u64) -> Result<()> {
     progress.say(&format!("   a local query: {} products at 1.00", cheap.len()));
 
     engine.shutdown();
-    let rows = progress.rows.lock().clone();
+    let rows = progress.rows();
     println!("\n| source | objects | pages | time | objects/s |");
     println!("| --- | ---: | ---: | ---: | ---: |");
     for (name, r) in &rows {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod demo;
+mod progress;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +64,12 @@ struct BenchArgs {
     /// Only the bulk-versus-incremental first sync (1M objects; 5k with --quick).
     #[arg(long)]
     bulk: bool,
+    /// Measure only one part (for profiling).
+    #[arg(long, value_enum)]
+    only: Option<bench::Part>,
+    /// Objects of the initial sync (default 100000, 20000 with --quick).
+    #[arg(long)]
+    objects: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -179,15 +186,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sync(args) => sync(args),
         Command::Demo(args) => demo::run(args.products, args.customers, args.catalog),
         Command::Bench(args) => {
-            let sizes = if args.quick {
+            let mut sizes = if args.quick {
                 bench::Sizes::quick()
             } else {
                 bench::Sizes::full()
             };
+            sizes.initial = args.objects.unwrap_or(sizes.initial);
             if args.bulk {
                 bench::run_bulk(sizes, args.json).map(|_| ())
             } else {
-                bench::run(sizes, args.json).map(|_| ())
+                bench::run(sizes, args.json, args.only).map(|_| ())
             }
         }
     }
@@ -250,13 +258,19 @@ fn sync(args: SyncArgs) -> Result<()> {
     if args.bulk {
         client.set_bulk_sync_state(BulkSyncState::Needed)?;
     }
-    let _listener = args.notifications.then(|| {
-        engine.set_notification(None, |n: &SyncNotification| {
+    let _listener = if args.notifications {
+        Some(engine.set_notification(None, |n: &SyncNotification| {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{}", n.to_json());
-        })
-    });
+        }))
+    } else if !args.json {
+        // Progress bars per source on a terminal, plain lines otherwise (as `demo`).
+        let p = progress::Progress::new();
+        Some(engine.set_notification(None, move |n: &SyncNotification| p.on(n)))
+    } else {
+        None
+    };
     let started = std::time::Instant::now();
     let mut results: Vec<(
         String,

@@ -270,8 +270,13 @@ impl SyncClient {
         result
     }
 
+    /// Records a failed sync of `name` (a successful one is recorded by the protocol in the
+    /// transaction of its last page, see [`Protocol::sync_source`]).
     fn record(&self, name: &str, err: Option<&Error>) {
-        let msg = err.map(|e| e.to_string());
+        let Some(err) = err else {
+            return;
+        };
+        let msg = Some(err.to_string());
         let r = self.store.write(|tx| {
             let src = meta::source(tx, name)?;
             meta::record_sync_result(tx, src.id, msg.as_deref())

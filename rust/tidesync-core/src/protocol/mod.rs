@@ -196,7 +196,9 @@ pub trait Protocol: Send + Sync + std::fmt::Debug {
     /// [`crate::Error::Unauthorized`] for refused credentials, network and server errors.
     fn login(&self, store: &Store, user: &str, password: &str) -> Result<()>;
 
-    /// Pushes the source's queued changes, then pulls until the server has nothing more.
+    /// Pushes the source's queued changes, then pulls until the server has nothing more. On
+    /// success the sync result (`last_sync_at`, ok) is recorded in the transaction of the last
+    /// page (the caller records failures).
     ///
     /// # Errors
     /// Typed errors; whatever was committed stays committed and the next run resumes.

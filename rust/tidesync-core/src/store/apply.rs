@@ -111,45 +111,51 @@ pub(crate) fn apply(c: &Connection, src: &SourceRow, all: &[SourceRow], b: &Batc
             stats.deleted_ids.push((*id).to_owned());
         }
     }
+    let mut merger = objects::Merger::new(c, src)?;
+    let mut kept: Vec<(&str, &str)> = Vec::new();
     for (id, attrs) in &b.inserts {
-        let kept: Vec<(&str, &str)> = match edits.as_mut() {
+        // Without a local edit of this object the page's attributes go in as they are
+        // (borrowed, no copy): the common case, and all of an initial sync.
+        let local = match edits.as_mut() {
             Some(e) if e.deleted.contains(*id) => continue,
-            Some(e) => match e.updates.get_mut(*id) {
-                Some(local) => {
-                    let mut out = Vec::with_capacity(attrs.len());
-                    for &(k, v) in attrs {
-                        match local.iter().position(|(a, _, _, _)| a == k) {
-                            None => out.push((k, v)),
-                            Some(i) => {
-                                let (_, lv, state, seq) = local[i].clone();
-                                if (state == "sent" || state == "unknown" || state == "deferred") && lv == v {
-                                    // The echo of our own update: it is confirmed.
-                                    confirm_update_attr(c, seq, k)?;
-                                    local.remove(i);
-                                    stats.echoes_confirmed += 1;
-                                    out.push((k, v));
-                                } else if state == "sent" {
-                                    // The server took our update and has a newer value since.
-                                    out.push((k, v));
-                                } else {
-                                    stats.conflicts_kept_local += 1;
-                                }
+            Some(e) => e.updates.get_mut(*id),
+            None => None,
+        };
+        let attrs: &[(&str, &str)] = match local {
+            None => attrs,
+            Some(local) => {
+                kept.clear();
+                for &(k, v) in attrs {
+                    match local.iter().position(|(a, _, _, _)| a == k) {
+                        None => kept.push((k, v)),
+                        Some(i) => {
+                            let (_, lv, state, seq) = local[i].clone();
+                            if (state == "sent" || state == "unknown" || state == "deferred") && lv == v {
+                                // The echo of our own update: it is confirmed.
+                                confirm_update_attr(c, seq, k)?;
+                                local.remove(i);
+                                stats.echoes_confirmed += 1;
+                                kept.push((k, v));
+                            } else if state == "sent" {
+                                // The server took our update and has a newer value since.
+                                kept.push((k, v));
+                            } else {
+                                stats.conflicts_kept_local += 1;
                             }
                         }
                     }
-                    out
                 }
-                None => attrs.clone(),
-            },
-            None => attrs.clone(),
+                &kept
+            }
         };
-        if kept.is_empty() {
+        if attrs.is_empty() {
             continue;
         }
-        objects::merge(c, src, id, &kept)?;
+        merger.merge(id, attrs)?;
         stats.inserted += 1;
         stats.updated_ids.push((*id).to_owned());
     }
+    merger.finish()?;
     record_errors(c, src, b, &mut stats)?;
     if let Some(cp) = b.checkpoint {
         meta::set_token(c, src.id, cp)?;

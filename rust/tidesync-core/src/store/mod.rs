@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The store. Safe to share between threads (`Arc<Store>`).
 pub struct Store {
@@ -107,7 +107,19 @@ impl Store {
     /// Like [`Store::write`], but [`Store::interrupt`] may abort it (a page being applied: the
     /// transaction rolls back and the page is fetched again next time).
     pub(crate) fn write_interruptible<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_page(true, f)
+    }
+
+    /// [`Store::write_interruptible`] for a page. With `durable == false` the commit does not
+    /// wait for the disk (`synchronous = NORMAL` for this one commit): it is still atomic and
+    /// survives a crash of the app, but a power cut may roll it back. Only for a commit that
+    /// nothing acknowledges and whose loss the next sync repairs: the last page of a pull when
+    /// it carries no data and no server error (token `""`, queue settling, bookkeeping).
+    pub(crate) fn write_page<T>(&self, durable: bool, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.writer.lock();
+        if !durable {
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         *self.interruptible.lock() = true;
         let result = (|| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -116,6 +128,13 @@ impl Store {
             Ok(out)
         })();
         *self.interruptible.lock() = false;
+        if !durable {
+            // Back to the default before the lock is released, whatever happened above.
+            if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+                log::error!("restoring synchronous = FULL: {e}");
+                return Err(e.into());
+            }
+        }
         result
     }
 
@@ -185,7 +204,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match found {
-        0 => tx.execute_batch(include_str!("sql/schema.sql"))?,
+        0 => {
+            tx.execute_batch(include_str!("sql/schema.sql"))?;
+            (1..SCHEMA_VERSION).try_for_each(|from| upgrade_from(&tx, from))?;
+        }
         v if v > SCHEMA_VERSION => {
             return Err(Error::IncompatibleSchema {
                 found: v,
@@ -202,11 +224,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// Forward migration from `from` to `from + 1`. (Version 1 is the first released schema.)
-fn upgrade_from(_tx: &Transaction<'_>, from: u32) -> Result<()> {
-    Err(Error::Storage {
-        reason: format!("no migration from schema version {from}"),
-    })
+/// Forward migration from `from` to `from + 1`. (Version 1 is the first released schema; a
+/// fresh database is built as version 1 and then migrated, so both paths give one schema.)
+fn upgrade_from(tx: &Transaction<'_>, from: u32) -> Result<()> {
+    match from {
+        1 => tx.execute_batch(include_str!("sql/v2.sql"))?,
+        _ => {
+            return Err(Error::Storage {
+                reason: format!("no migration from schema version {from}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -233,6 +262,68 @@ mod tests {
             .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_queue_and_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            c.execute_batch(include_str!("sql/schema.sql")).expect("v1 schema");
+            c.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO sources(id, name) VALUES (1, 'Product');
+                 INSERT INTO objects VALUES (1, 'a', '{\"x\":\"1\"}');
+                 INSERT INTO changes(source_id, object, op, attrs, state) VALUES (1, 'a', 'update', '{\"x\":\"1\"}', 'sent');
+                 INSERT INTO sync_errors(source_id, kind, object, message, created_at) VALUES (1, 'update', 'a', 'no', 5);",
+            )
+            .expect("v1 rows");
+        }
+        let s = Store::open(&path).expect("migrate");
+        s.check_integrity().expect("sound");
+        let (version, change, error): (u32, String, String) = s
+            .read(|c| {
+                Ok((
+                    c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                    c.query_row("SELECT op || ' ' || state || ' ' || attrs FROM changes", [], |r| {
+                        r.get(0)
+                    })?,
+                    c.query_row("SELECT kind || ' ' || message FROM sync_errors", [], |r| r.get(0))?,
+                ))
+            })
+            .expect("read");
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(change, "update sent {\"x\":\"1\"}");
+        assert_eq!(error, "update no");
+        // Same schema as a fresh database, and the checks still refuse unknown values.
+        let fresh = Store::open(&dir.path().join("fresh.db")).expect("fresh");
+        let schema = |st: &Store| -> Vec<String> {
+            st.read(|c| {
+                Ok(
+                    c.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                )
+            })
+            .expect("schema")
+        };
+        assert_eq!(schema(&s), schema(&fresh));
+        assert!(
+            s.write(|tx| Ok(tx.execute("INSERT INTO changes(source_id, object, op) VALUES (1, 'b', 'nope')", [])?))
+                .is_err()
+        );
+        // No temporary b-tree per queued change any more.
+        let ephemeral = s
+            .read(|c| {
+                let ops: Vec<String> = c
+                    .prepare("EXPLAIN INSERT INTO changes(source_id, object, op) VALUES (1, 'b', 'create')")?
+                    .query_map([], |r| r.get(1))?
+                    .collect::<Result<_, _>>()?;
+                Ok(ops.iter().filter(|o| o.as_str() == "OpenEphemeral").count())
+            })
+            .expect("explain");
+        assert_eq!(ephemeral, 0);
     }
 
     #[test]

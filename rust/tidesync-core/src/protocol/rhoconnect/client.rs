@@ -242,10 +242,21 @@ impl RhoConnect {
             if ctx.stopped() {
                 return Err(Error::Stopped);
             }
-            let stats = store.write_interruptible(|tx| {
+            // A page is made durable before the request that acknowledges it. The last page
+            // is never acknowledged: when it carries nothing the server would not send again
+            // (no objects, links or errors), losing its commit to a power cut only loses
+            // bookkeeping that the next complete pull redoes, so it does not wait for the disk.
+            let durable = !last
+                || page.object_count() > 0
+                || !page.links.is_empty()
+                || page.has_server_errors()
+                || page.metadata.is_some();
+            let stats = store.write_page(durable, |tx| {
                 let s = crate::store::apply::apply(tx, src, &all, &batch)?;
                 if last {
                     queue::settle_after_pull(tx, src.id)?;
+                    // The source synced: recorded with its last page, not in a commit of its own.
+                    meta::record_sync_result(tx, src.id, None)?;
                 }
                 Ok(s)
             })?;
