@@ -86,6 +86,12 @@ impl Backend {
         Self { state }
     }
 
+    /// The bytes of the blob a download URL (`…/blobs/<id>`) or a blob id names, if stored.
+    pub fn blob(&self, url_or_id: &str) -> Option<Vec<u8>> {
+        let id = url_or_id.rsplit('/').next().unwrap_or_default();
+        crate::blob::read_blob(self.state.data_dir(), id.split('?').next().unwrap_or_default())
+    }
+
     fn md(
         &self,
         source: &str,

@@ -8,6 +8,7 @@
 //! sources get a real table per source.
 
 pub mod apply;
+pub mod blobs;
 pub mod meta;
 pub mod objects;
 pub mod queue;
@@ -23,7 +24,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The store. Safe to share between threads (`Arc<Store>`).
 pub struct Store {
@@ -34,6 +35,8 @@ pub struct Store {
     /// writer. Other writes (app writes, queue bookkeeping after a push) must not be aborted.
     interruptible: Mutex<bool>,
     path: PathBuf,
+    /// The files directory of blob attributes and the files being written into it.
+    blobs: blobs::BlobFiles,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,6 +89,7 @@ impl Store {
             interrupt,
             interruptible: Mutex::new(false),
             path: path.to_owned(),
+            blobs: blobs::BlobFiles::for_db(path),
         })
     }
 
@@ -184,7 +188,10 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     match found {
-        0 => tx.execute_batch(include_str!("sql/schema.sql"))?,
+        0 => {
+            tx.execute_batch(include_str!("sql/schema.sql"))?;
+            (1..SCHEMA_VERSION).try_for_each(|from| upgrade_from(&tx, from))?;
+        }
         v if v > SCHEMA_VERSION => {
             return Err(Error::IncompatibleSchema {
                 found: v,
@@ -201,11 +208,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// Forward migration from `from` to `from + 1`. (Version 1 is the first released schema.)
-fn upgrade_from(_tx: &Transaction<'_>, from: u32) -> Result<()> {
-    Err(Error::Storage {
-        reason: format!("no migration from schema version {from}"),
-    })
+/// Forward migration from `from` to `from + 1`. (Version 1 is the first released schema; a
+/// fresh database is built as version 1 and then migrated, so both paths give one schema.)
+fn upgrade_from(tx: &Transaction<'_>, from: u32) -> Result<()> {
+    match from {
+        1 => tx.execute_batch(include_str!("sql/blobs.sql"))?,
+        _ => {
+            return Err(Error::Storage {
+                reason: format!("no migration from schema version {from}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -232,6 +246,33 @@ mod tests {
             .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_gets_the_blob_downloads_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            c.execute_batch(include_str!("sql/schema.sql")).expect("v1 schema");
+            c.execute_batch("PRAGMA user_version = 1; INSERT INTO sources(id, name) VALUES (1, 'Photo');")
+                .expect("v1 rows");
+        }
+        let s = Store::open(&path).expect("migrate");
+        s.check_integrity().expect("sound");
+        let fresh = Store::open(&dir.path().join("fresh.db")).expect("fresh");
+        let schema = |s: &Store| -> Vec<String> {
+            s.read(|c| {
+                Ok(
+                    c.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")?
+                        .query_map([], |r| r.get(0))?
+                        .collect::<Result<_, _>>()?,
+                )
+            })
+            .expect("schema")
+        };
+        assert_eq!(schema(&s), schema(&fresh));
+        assert_eq!(s.pending_blob_downloads().expect("table"), 0);
     }
 
     #[test]

@@ -416,11 +416,12 @@ impl Store {
     ///
     /// # Errors
     /// Unknown source, bad attribute names, storage failure. Nothing is written on error.
-    pub fn create_many(&self, source: &str, items: Vec<Attrs>) -> Result<Vec<Object>> {
+    pub fn create_many(&self, source: &str, mut items: Vec<Attrs>) -> Result<Vec<Object>> {
         for a in &items {
             check_attrs(a)?;
         }
-        self.write(|tx| {
+        let blobs = self.import_blobs(source, items.iter_mut())?;
+        let mut created = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -432,8 +433,11 @@ impl Store {
                     }
                     Ok(Object { id, attrs })
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        blobs.keep();
+        self.resolve_blobs_of(source, &mut created)?;
+        Ok(created)
     }
 
     /// Creates one object.
@@ -453,10 +457,15 @@ impl Store {
     pub fn find(&self, source: &str, id: &str) -> Result<Option<Object>> {
         self.read(|c| {
             let src = meta::source(c, source)?;
-            Ok(get(c, &src, id)?.map(|attrs| Object {
-                id: id.to_owned(),
-                attrs,
-            }))
+            let mut found: Vec<Object> = get(c, &src, id)?
+                .map(|attrs| Object {
+                    id: id.to_owned(),
+                    attrs,
+                })
+                .into_iter()
+                .collect();
+            self.resolve_blobs(&src, &mut found);
+            Ok(found.pop())
         })
     }
 
@@ -467,7 +476,9 @@ impl Store {
     pub fn find_all(&self, source: &str, q: &Query) -> Result<Vec<Object>> {
         self.read(|c| {
             let src = meta::source(c, source)?;
-            select(c, &src, q)
+            let mut found = select(c, &src, q)?;
+            self.resolve_blobs(&src, &mut found);
+            Ok(found)
         })
     }
 
@@ -486,11 +497,12 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] for a missing object (nothing is written), bad input, storage.
-    pub fn update_many(&self, source: &str, items: Vec<(String, Attrs)>) -> Result<Vec<Object>> {
+    pub fn update_many(&self, source: &str, mut items: Vec<(String, Attrs)>) -> Result<Vec<Object>> {
         for (_, a) in &items {
             check_attrs(a)?;
         }
-        self.write(|tx| {
+        let blobs = self.import_blobs(source, items.iter_mut().map(|(_, a)| a))?;
+        let mut updated = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -511,8 +523,11 @@ impl Store {
                     }
                     Ok(Object { id, attrs: current })
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        blobs.keep();
+        self.resolve_blobs_of(source, &mut updated)?;
+        Ok(updated)
     }
 
     /// Sets attributes of one object.

@@ -149,10 +149,17 @@ impl RhoConnect {
         let outcome = if ctx.stopped() {
             Err(Error::Stopped)
         } else {
-            match self
-                .transport
-                .post_json(self.app_url(), &body, Some(cookie), Some(client_id))
-            {
+            match super::blobs::send_push(
+                &self.transport,
+                store,
+                ctx,
+                src,
+                &batch,
+                body,
+                self.app_url(),
+                cookie,
+                client_id,
+            ) {
                 Ok(a) if a.ok() => {
                     Self::refresh_cookie(store, &a)?;
                     Ok(PushOutcome::Accepted)
@@ -241,6 +248,7 @@ impl RhoConnect {
             }
             let stats = store.write_interruptible(|tx| {
                 let s = crate::store::apply::apply(tx, src, &all, &batch)?;
+                crate::store::blobs::record_downloads(tx, src, batch.inserts.iter().map(|(i, a)| (*i, a.as_slice())))?;
                 if last {
                     queue::settle_after_pull(tx, src.id)?;
                 }
@@ -280,7 +288,7 @@ pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
         }
     }
     tx.execute_batch(
-        "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
+        "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map; DELETE FROM blob_downloads;
          UPDATE client_info SET client_id = NULL, reset_pending = 0;
          UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
              last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;",
@@ -400,7 +408,8 @@ impl Protocol for RhoConnect {
             let result = self.client_id(store, &cookie).and_then(|client_id| {
                 let n = self.push(store, ctx, &src, &cookie, &client_id)?;
                 report.pushed += n;
-                self.pull(store, ctx, &src, &cookie, &client_id, &mut report)
+                self.pull(store, ctx, &src, &cookie, &client_id, &mut report)?;
+                super::blobs::after_pull(&self.transport, store, ctx, &src, &client_id)
             });
             match result {
                 Err(Error::Server { status: 500, message }) if message == UNKNOWN_CLIENT && !recovered => {
@@ -497,6 +506,11 @@ impl Protocol for RhoConnect {
                 let token = page.token.to_string();
                 let stats = store.write_interruptible(|tx| {
                     let s = crate::store::apply::apply(tx, &src, &all, &batch)?;
+                    crate::store::blobs::record_downloads(
+                        tx,
+                        &src,
+                        batch.inserts.iter().map(|(i, a)| (*i, a.as_slice())),
+                    )?;
                     tx.execute(
                         "UPDATE sources SET search_token = ?1 WHERE id = ?2",
                         rusqlite::params![token, src.id],
