@@ -223,7 +223,10 @@ fn replaced_and_deleted_blobs_are_removed_from_disk() {
     // Alice replaces the image: her old file goes, the new one is uploaded.
     let new = bytes(3000, 6);
     let file = alice.app_file("new.jpg", &new);
-    alice.store().update("Product", &id, attrs(&[("image", &file)])).unwrap();
+    alice
+        .store()
+        .update("Product", &id, attrs(&[("image", &file)]))
+        .unwrap();
     alice.sync().unwrap();
     assert!(!Path::new(&old_alice).exists(), "the replaced file is gone");
     assert_local_blob(

@@ -21,6 +21,7 @@ pub struct Sizes {
     pub rss: u64,
     pub incremental_store: u64,
     pub stop_store: u64,
+    pub blob_files: u64,
 }
 
 impl Sizes {
@@ -30,6 +31,7 @@ impl Sizes {
             rss: 1_000_000,
             incremental_store: 500_000,
             stop_store: 500_000,
+            blob_files: 1_000,
         }
     }
     pub fn quick() -> Self {
@@ -38,6 +40,7 @@ impl Sizes {
             rss: 50_000,
             incremental_store: 20_000,
             stop_store: 50_000,
+            blob_files: 20,
         }
     }
 }
@@ -56,6 +59,7 @@ pub struct Figures {
     pub incremental_store_objects: u64,
     pub stop_sync_ms: f64,
     pub local_batch_1k_ms: f64,
+    pub blobs: crate::bench_blobs::BlobFigures,
 }
 
 fn server(count: u64) -> Result<Server> {
@@ -266,6 +270,8 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
     eprintln!("bench: stop latency during a {}-object sync…", sizes.stop_store);
     f.stop_sync_ms = stop_latency(dir.path(), sizes.stop_store)?;
     f.local_batch_1k_ms = local_batch(dir.path())?;
+    eprintln!("bench: download of {} blobs of 256 KB…", sizes.blob_files);
+    f.blobs = crate::bench_blobs::run(dir.path(), sizes.blob_files)?;
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
@@ -291,6 +297,10 @@ pub fn run(sizes: Sizes, json: bool) -> Result<Figures> {
     );
     println!("| stop_sync latency | {:.2} ms |", f.stop_sync_ms);
     println!("| local batch of 1k objects (median) | {:.2} ms |", f.local_batch_1k_ms);
+    println!(
+        "| blob download, {} files x 256 KB (whole sync) | {:.1} MB/s, {:.0} files/s |",
+        f.blobs.files, f.blobs.mb_per_s, f.blobs.files_per_s
+    );
     if json {
         println!("{}", serde_json::to_string(&f)?);
     }

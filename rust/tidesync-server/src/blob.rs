@@ -202,7 +202,7 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Writes `data` as a new blob (temporary file, then rename) and returns its id.
-fn write_blob(data_dir: &Path, data: &[u8]) -> std::io::Result<String> {
+pub(crate) fn write_blob(data_dir: &Path, data: &[u8]) -> std::io::Result<String> {
     let dir = blob_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
     let id = random_hex(16);
