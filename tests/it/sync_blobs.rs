@@ -413,3 +413,18 @@ fn a_bad_multipart_push_is_refused_with_400_and_changes_nothing() {
         .unwrap_or(0);
     assert_eq!(stored, 0, "no blob stored");
 }
+
+#[test]
+fn a_blob_gone_from_the_server_is_given_up_without_failing_the_sync() {
+    let srv = start();
+    let alice = Device::new(&srv, "alice");
+    let (id, url) = upload(&srv, &alice, "Gone blob", &bytes(100, 11));
+    let blob_id = url.rsplit('/').next().unwrap();
+    std::fs::remove_file(srv.data.path().join("blobs").join(blob_id)).unwrap();
+
+    let bob = Device::new(&srv, "bob");
+    bob.sync().unwrap();
+    assert_eq!(bob.find("Product", &id).unwrap().unwrap().attrs["image"], url);
+    assert!(bob.blob_files().is_empty());
+    bob.sync().unwrap();
+}

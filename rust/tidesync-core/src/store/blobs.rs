@@ -341,14 +341,21 @@ impl Store {
         })
     }
 
-    /// A download failed: counted, retried at the next sync.
-    pub(crate) fn download_failed(&self, src: &SourceRow, d: &PendingDownload, error: &str) -> Result<()> {
+    /// A download failed: counted, retried at the next sync — or, when `give_up` (the server
+    /// says the blob does not exist), not tried again until the server sends a new URL.
+    pub(crate) fn download_failed(
+        &self,
+        src: &SourceRow,
+        d: &PendingDownload,
+        error: &str,
+        give_up: bool,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.prepare_cached(
-                "UPDATE blob_downloads SET attempts = attempts + 1, last_error = ?5
+                "UPDATE blob_downloads SET attempts = CASE WHEN ?6 THEN ?7 ELSE attempts + 1 END, last_error = ?5
                  WHERE source_id = ?1 AND object = ?2 AND attr = ?3 AND url = ?4",
             )?
-            .execute(params![src.id, d.object, d.attr, d.url, error])?;
+            .execute(params![src.id, d.object, d.attr, d.url, error, give_up, MAX_ATTEMPTS])?;
             Ok(())
         })
     }

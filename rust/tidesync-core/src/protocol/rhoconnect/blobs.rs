@@ -308,12 +308,18 @@ fn download_pending(
                             done.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(e) => {
+                            // 404/410: the server has no such blob; retrying cannot help.
+                            let gone = matches!(e, Error::Server { status: 404 | 410, .. });
                             if !matches!(e, Error::Stopped)
-                                && let Err(e2) = store.download_failed(src, d, &e.to_string())
+                                && let Err(e2) = store.download_failed(src, d, &e.to_string(), gone)
                             {
                                 log::error!("recording a failed blob download: {e2}");
                             }
-                            failures.lock().push(e);
+                            if gone {
+                                log::warn!("{}: a blob is gone from the server; its URL is kept", src.def.name);
+                            } else {
+                                failures.lock().push(e);
+                            }
                         }
                     }
                 }

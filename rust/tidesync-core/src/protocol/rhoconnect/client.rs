@@ -248,7 +248,15 @@ impl RhoConnect {
             }
             let stats = store.write_interruptible(|tx| {
                 let s = crate::store::apply::apply(tx, src, &all, &batch)?;
-                crate::store::blobs::record_downloads(tx, src, batch.inserts.iter().map(|(i, a)| (*i, a.as_slice())))?;
+                crate::store::blobs::record_downloads(
+                    tx,
+                    src,
+                    batch
+                        .inserts
+                        .iter()
+                        .chain(&batch.rollbacks)
+                        .map(|(i, a)| (*i, a.as_slice())),
+                )?;
                 if last {
                     queue::settle_after_pull(tx, src.id)?;
                 }
