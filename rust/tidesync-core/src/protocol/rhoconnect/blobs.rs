@@ -365,3 +365,49 @@ pub(super) fn after_pull(
     }
     result.map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    #[test]
+    fn the_client_id_is_appended_as_rhodes_does() {
+        assert_eq!(
+            with_client_id("http://h/blobs/1", "a b"),
+            "http://h/blobs/1?client_id=a+b"
+        );
+        assert_eq!(with_client_id("http://h/x?y=1", "c"), "http://h/x?y=1&client_id=c");
+    }
+
+    #[test]
+    fn part_names_cannot_break_out_of_their_quotes() {
+        assert_eq!(quoted("a\"b\r\nc"), "a%22b%0D%0Ac");
+    }
+
+    #[test]
+    fn the_chain_reads_its_parts_in_order_and_stops_with_the_sync() {
+        let epoch = Arc::new(AtomicU64::new(0));
+        let parts: VecDeque<Box<dyn Read + Send>> = VecDeque::from(vec![
+            Box::new(io::Cursor::new(b"ab".to_vec())) as Box<dyn Read + Send>,
+            Box::new(io::empty()),
+            Box::new(io::Cursor::new(b"cde".to_vec())),
+        ]);
+        let ctx = SyncCtx::new(10, epoch.clone(), None);
+        let mut chain = Chain {
+            parts,
+            ctx: ctx.clone(),
+        };
+        let mut out = Vec::new();
+        chain.read_to_end(&mut out).expect("read");
+        assert_eq!(out, b"abcde");
+        let mut stopped = Chain {
+            parts: VecDeque::from(vec![Box::new(io::Cursor::new(b"x".to_vec())) as Box<dyn Read + Send>]),
+            ctx,
+        };
+        epoch.fetch_add(1, Ordering::SeqCst);
+        assert!(stopped.read(&mut [0u8; 4]).is_err());
+    }
+}
