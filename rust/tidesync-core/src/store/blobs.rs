@@ -259,13 +259,6 @@ impl Store {
         }
     }
 
-    /// [`Store::resolve_blobs`] by source name.
-    pub(crate) fn resolve_blobs_of(&self, source: &str, objs: &mut [Object]) -> Result<()> {
-        let src = self.read(|c| meta::source(c, source))?;
-        self.resolve_blobs(&src, objs);
-        Ok(())
-    }
-
     /// Downloads still to do for a source (at most [`MAX_ATTEMPTS`] tries each).
     pub(crate) fn pending_downloads(&self, source_id: i64) -> Result<Vec<PendingDownload>> {
         self.read(|c| {

@@ -421,7 +421,7 @@ impl Store {
             check_attrs(a)?;
         }
         let blobs = self.import_blobs(source, items.iter_mut())?;
-        let mut created = self.write(|tx| {
+        let created = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -434,9 +434,12 @@ impl Store {
                     Ok(Object { id, attrs })
                 })
                 .collect::<Result<Vec<_>>>()
+                .map(|mut out| {
+                    self.resolve_blobs(&src, &mut out);
+                    out
+                })
         })?;
         blobs.keep();
-        self.resolve_blobs_of(source, &mut created)?;
         Ok(created)
     }
 
@@ -502,7 +505,7 @@ impl Store {
             check_attrs(a)?;
         }
         let blobs = self.import_blobs(source, items.iter_mut().map(|(_, a)| a))?;
-        let mut updated = self.write(|tx| {
+        let updated = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -524,9 +527,12 @@ impl Store {
                     Ok(Object { id, attrs: current })
                 })
                 .collect::<Result<Vec<_>>>()
+                .map(|mut out| {
+                    self.resolve_blobs(&src, &mut out);
+                    out
+                })
         })?;
         blobs.keep();
-        self.resolve_blobs_of(source, &mut updated)?;
         Ok(updated)
     }
 
