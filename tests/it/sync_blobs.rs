@@ -428,3 +428,25 @@ fn a_blob_gone_from_the_server_is_given_up_without_failing_the_sync() {
     assert!(bob.blob_files().is_empty());
     bob.sync().unwrap();
 }
+
+#[test]
+fn a_backlog_larger_than_the_servers_body_limit_goes_in_several_pushes_of_one_sync() {
+    let srv = start();
+    let alice = Device::new(&srv, "alice");
+    // 4 x 5 MB: one request would exceed the server's 16 MiB body limit.
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| bytes(5 * 1024 * 1024, 20 + i)).collect();
+    for (i, b) in blobs.iter().enumerate() {
+        let file = alice.app_file(&format!("big{i}.bin"), b);
+        alice
+            .create("Product", attrs(&[("name", &format!("Backlog {i}")), ("image", &file)]))
+            .unwrap();
+    }
+    alice.sync().unwrap();
+    assert!(alice.pending_changes("Product").unwrap().is_empty());
+    for (i, b) in blobs.iter().enumerate() {
+        let id = alice.by_name(&format!("Backlog {i}")).id;
+        assert!(!id.starts_with("tmp-"), "linked");
+        let obj = srv.server.backend().get("Product", None, &id).unwrap().unwrap();
+        assert!(srv.server.backend().blob(obj.get("image").unwrap()).unwrap() == *b);
+    }
+}

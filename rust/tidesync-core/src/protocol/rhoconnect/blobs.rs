@@ -34,6 +34,71 @@ pub const DOWNLOAD_THREADS: usize = 4;
 /// The checksum header of the reference server: SHA-256 of the whole file, hex.
 pub const SHA256_HEADER: &str = "x-blob-sha256";
 
+/// Most bytes of blob files in one push (a single larger file still goes, alone): the rest of
+/// the queue follows in further pushes of the same sync, so that a backlog of photos never
+/// makes one request larger than servers accept (the reference server's default limit is
+/// 16 MiB).
+pub const MAX_PUSH_BLOB_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Local blob bytes an object's pushed attributes carry.
+fn blob_bytes(dir: &Path, src: &SourceRow, attrs: &crate::model::Attrs) -> u64 {
+    src.def
+        .blob_attrs
+        .iter()
+        .filter_map(|a| attrs.get(a).filter(|v| is_local(v)))
+        .filter_map(|v| std::fs::metadata(dir.join(v)).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Bounds the blob bytes of a push to [`MAX_PUSH_BLOB_BYTES`]: creates, then updates, are kept
+/// in queue order while they fit (the first always); from the first one that does not fit,
+/// the rest of its section and the sections after it go back to `pending` for the next push.
+/// Returns true when something was put back.
+pub(super) fn limit_push(store: &Store, src: &SourceRow, batch: &mut PushBatch) -> Result<bool> {
+    if src.def.blob_attrs.is_empty() {
+        return Ok(false);
+    }
+    let dir = store.files_dir();
+    let mut total = 0u64;
+    let mut cut: Option<(usize, usize)> = None; // (section 0 = creates / 1 = updates, index)
+    'outer: for (section, list) in [&batch.creates, &batch.updates].into_iter().enumerate() {
+        for (i, (_, attrs)) in list.iter().enumerate() {
+            let bytes = blob_bytes(&dir, src, attrs);
+            if bytes > 0 && total > 0 && total + bytes > MAX_PUSH_BLOB_BYTES {
+                cut = Some((section, i));
+                break 'outer;
+            }
+            total += bytes;
+        }
+    }
+    let Some((section, i)) = cut else { return Ok(false) };
+    let mut back: Vec<(&'static str, String)> = Vec::new();
+    if section == 0 {
+        back.extend(batch.creates.drain(i..).map(|(id, _)| ("create", id)));
+        back.extend(batch.updates.drain(..).map(|(id, _)| ("update", id)));
+    } else {
+        back.extend(batch.updates.drain(i..).map(|(id, _)| ("update", id)));
+    }
+    let push_id = batch.push_id;
+    store.write(|tx| {
+        let mut put_back = tx.prepare_cached(
+            "UPDATE changes SET state = 'pending', push_id = NULL, push_pos = NULL
+             WHERE source_id = ?1 AND push_id = ?2 AND op = ?3 AND object = ?4 AND state = 'in_flight'",
+        )?;
+        for (op, id) in &back {
+            put_back.execute(rusqlite::params![src.id, push_id, op, id])?;
+        }
+        Ok(())
+    })?;
+    log::debug!(
+        "{}: {} changes with blobs left for the next push ({total} bytes in this one)",
+        src.def.name,
+        back.len()
+    );
+    Ok(true)
+}
+
 /// Reads a sequence of readers one after the other, failing once the sync is stopped.
 struct Chain {
     parts: VecDeque<Box<dyn Read + Send>>,

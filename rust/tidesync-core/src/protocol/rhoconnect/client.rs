@@ -140,7 +140,9 @@ impl RhoConnect {
 
     fn push(&self, store: &Store, ctx: &SyncCtx, src: &SourceRow, cookie: &str, client_id: &str) -> Result<usize> {
         let all = store.read(meta::sources)?;
-        let batch: PushBatch = store.write(|tx| queue::take_for_push(tx, src, &all))?;
+        let mut batch: PushBatch = store.write(|tx| queue::take_for_push(tx, src, &all))?;
+        // Blob files: at most a bounded size per request; the rest goes in further pushes.
+        let more = super::blobs::limit_push(store, src, &mut batch)?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -193,6 +195,9 @@ impl RhoConnect {
         };
         store.write(|tx| queue::push_finished(tx, src.id, batch.push_id, outcome))?;
         log::debug!("pushed {n} changes of {}", src.def.name);
+        if more {
+            return Ok(n + self.push(store, ctx, src, cookie, client_id)?);
+        }
         Ok(n)
     }
 
