@@ -7,7 +7,8 @@
 //!
 //! Pull: pending downloads (recorded in the page transactions) are fetched after the pull by
 //! [`DOWNLOAD_THREADS`] threads sharing the one agent: `client_id` appended to the URL as Rhodes
-//! does, the body streamed into a temporary file while hashing, the length checked against
+//! does (no total time budget, but each read must progress within the read timeout), the body
+//! streamed into a temporary file while hashing, the length checked against
 //! `Content-Length` and the SHA-256 against `X-Blob-Sha256` when the server sends it, the file
 //! synced and renamed, then swapped in (`Store::finish_download`). A failure leaves the
 //! download pending for the next sync and its temporary file removed.
@@ -275,9 +276,16 @@ fn fetch(
         return Ok(());
     }
     let (tmp, _reserved) = store.reserve_blob_path(None, true)?;
+    // A blob may take longer than the body budget of a page on a slow link: no total budget,
+    // but every read must make progress within it (a stalled transfer still ends).
+    let budget = transport.agent().config().timeouts().recv_body;
     let mut resp = transport
         .agent()
         .get(&with_client_id(&d.url, client_id))
+        .config()
+        .timeout_recv_body(None)
+        .timeout_per_read(budget)
+        .build()
         .call()
         .map_err(|e| Error::from(classify(e)))?;
     let status = resp.status().as_u16();
