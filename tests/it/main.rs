@@ -12,6 +12,7 @@ mod crash;
 mod fault_matrix;
 mod load;
 mod sync_bad_pages;
+mod sync_blobs;
 mod sync_e2e;
 mod sync_search;
 mod tls;

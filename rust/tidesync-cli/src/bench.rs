@@ -23,6 +23,7 @@ pub struct Sizes {
     pub stop_store: u64,
     /// Objects of the bulk-versus-incremental first sync.
     pub bulk: u64,
+    pub blob_files: u64,
 }
 
 impl Sizes {
@@ -33,6 +34,7 @@ impl Sizes {
             incremental_store: 500_000,
             stop_store: 500_000,
             bulk: 1_000_000,
+            blob_files: 1_000,
         }
     }
     pub fn quick() -> Self {
@@ -42,6 +44,7 @@ impl Sizes {
             incremental_store: 20_000,
             stop_store: 50_000,
             bulk: 5_000,
+            blob_files: 20,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct Figures {
     pub local_batch_1k_ms: f64,
     /// The bulk-versus-incremental figures.
     pub bulk: Option<BulkFigures>,
+    /// Blob download throughput.
+    pub blobs: crate::bench_blobs::BlobFigures,
 }
 
 /// Bulk first sync against the incremental path, same data, same server, same run; each sync
@@ -363,6 +368,8 @@ pub enum Part {
     Batch,
     /// Bulk versus incremental first sync (also `bench --bulk`).
     Bulk,
+    /// Blob download throughput.
+    Blobs,
 }
 
 /// Runs everything (or only `only`); prints a table (and the JSON line when asked).
@@ -427,6 +434,10 @@ pub fn run(sizes: Sizes, json: bool, only: Option<Part>) -> Result<Figures> {
     if want(Part::Bulk) {
         f.bulk = Some(bulk_figures(dir.path(), sizes.bulk)?);
     }
+    if want(Part::Blobs) {
+        eprintln!("bench: download of {} blobs of 256 KB…", sizes.blob_files);
+        f.blobs = crate::bench_blobs::run(dir.path(), sizes.blob_files)?;
+    }
     println!("| figure | value |");
     println!("| --- | --- |");
     println!(
@@ -463,6 +474,10 @@ pub fn run(sizes: Sizes, json: bool, only: Option<Part>) -> Result<Figures> {
     if let Some(b) = &f.bulk {
         print_bulk(b);
     }
+    println!(
+        "| blob download, {} files x 256 KB (whole sync) | {:.1} MB/s, {:.0} files/s |",
+        f.blobs.files, f.blobs.mb_per_s, f.blobs.files_per_s
+    );
     if json {
         println!("{}", serde_json::to_string(&f)?);
     }

@@ -2,6 +2,7 @@
 //! demo and benchmark against it).
 
 mod bench;
+mod bench_blobs;
 mod demo;
 mod progress;
 

@@ -32,6 +32,9 @@ pub struct SyncConfig {
     pub page_size: u32,
     /// Timeouts and TLS.
     pub http: HttpConfig,
+    /// The directory for files of blob attributes (kept in its `blobs/` subdirectory).
+    /// `None`: `<database path>.files`. See [`crate::store::blobs`].
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 impl SyncConfig {
@@ -41,6 +44,7 @@ impl SyncConfig {
             sync_server: sync_server.to_owned(),
             page_size: 2000,
             http: HttpConfig::default(),
+            files_dir: None,
         }
     }
 }
@@ -144,6 +148,9 @@ impl SyncClient {
     /// An invalid server URL.
     pub fn with_store(store: Arc<Store>, config: SyncConfig) -> Result<Self> {
         let protocol = RhoConnect::new(&config.sync_server, &config.http)?;
+        if let Some(dir) = &config.files_dir {
+            store.set_files_dir(dir);
+        }
         Ok(Self {
             store,
             protocol: Box::new(protocol),
@@ -208,6 +215,8 @@ impl SyncClient {
         if wipe_data {
             // Rewrite the file so that no deleted user data stays in free pages or the WAL.
             self.store.vacuum()?;
+            // Blob files of the wiped objects (files being imported now are kept).
+            self.store.sweep_blobs()?;
         }
         Ok(())
     }

@@ -460,7 +460,8 @@ impl Engine {
         Ok(self.engine()?.ssl_verify_peer())
     }
 
-    /// The files directory given at open, if any.
+    /// The files directory given at open, if any (blob files live in its `blobs/`
+    /// subdirectory; `None`: `<dbPath>.files`).
     pub fn files_dir(&self) -> Option<String> {
         self.files_dir.clone()
     }

@@ -25,8 +25,10 @@ pub struct EngineConfig {
     /// Verify TLS certificates (default true). Turn off only for test servers.
     #[uniffi(default)]
     pub ssl_verify_peer: Option<bool>,
-    /// The directory for files of blob attributes (created if missing). Kept for the app
-    /// ([`crate::Engine::files_dir`]); the core does not download blobs yet.
+    /// The directory for files of blob attributes (created if missing; default
+    /// `<dbPath>.files`). The store owns its `blobs/` subdirectory: files the app gives as blob
+    /// values are copied there, downloaded blobs land there, and files nobody references are
+    /// removed after each sync. Use `context.filesDir` (or `noBackupFilesDir`) on Android.
     #[uniffi(default)]
     pub files_dir: Option<String>,
     /// Connect timeout in milliseconds (default 10 s; not stored).
@@ -54,6 +56,7 @@ impl From<&EngineConfig> for core::EngineConfig {
             connect_timeout: ms(c.connect_timeout_ms),
             read_timeout: ms(c.read_timeout_ms),
             trusted_certificates_pem: c.trusted_certificates_pem.clone(),
+            files_dir: c.files_dir.as_ref().map(std::path::PathBuf::from),
         }
     }
 }
@@ -94,7 +97,10 @@ pub struct SourceDefinition {
     /// `None`: property bag (any attributes). `Some(columns)`: a fixed-schema table.
     #[uniffi(default)]
     pub fixed_columns: Option<Vec<String>>,
-    /// Attributes holding files.
+    /// Attributes holding files (blob attributes). Write the path of a file you wrote
+    /// (absolute, or relative to `filesDir`): the store copies it into `filesDir/blobs/` and
+    /// pushes it as a multipart upload. Reads return the absolute path of the store's copy, or
+    /// the server URL while a synced blob is not downloaded yet.
     #[uniffi(default)]
     pub blob_attrs: Vec<String>,
     /// References to other sources.

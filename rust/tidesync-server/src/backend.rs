@@ -86,6 +86,21 @@ impl Backend {
         Self { state }
     }
 
+    /// Stores `bytes` as a blob (as a multipart push would) and returns its id: the download
+    /// URL is `<server url>blobs/<id>`.
+    ///
+    /// # Errors
+    /// The file could not be written.
+    pub fn put_blob(&self, bytes: &[u8]) -> std::io::Result<String> {
+        crate::blob::write_blob(self.state.data_dir(), bytes)
+    }
+
+    /// The bytes of the blob a download URL (`…/blobs/<id>`) or a blob id names, if stored.
+    pub fn blob(&self, url_or_id: &str) -> Option<Vec<u8>> {
+        let id = url_or_id.rsplit('/').next().unwrap_or_default();
+        crate::blob::read_blob(self.state.data_dir(), id.split('?').next().unwrap_or_default())
+    }
+
     fn md(
         &self,
         source: &str,

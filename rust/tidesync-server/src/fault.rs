@@ -33,6 +33,8 @@ pub enum Route {
     BulkData,
     /// Bulk file downloads under `/data/`.
     BulkFile,
+    /// Blob downloads under `/blobs/`.
+    Blob,
     /// Every route.
     Any,
 }
@@ -50,12 +52,13 @@ impl Route {
             Route::Search => "search",
             Route::BulkData => "bulk_data",
             Route::BulkFile => "bulk_file",
+            Route::Blob => "blob",
             Route::Any => "any",
         }
     }
 
     /// Every concrete route (not [`Route::Any`]).
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 10] = [
         Route::Login,
         Route::ClientCreate,
         Route::ClientRegister,
@@ -65,6 +68,7 @@ impl Route {
         Route::Search,
         Route::BulkData,
         Route::BulkFile,
+        Route::Blob,
     ];
 }
 
@@ -75,7 +79,7 @@ impl FromStr for Route {
             .into_iter()
             .chain([Route::Any])
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown route `{s}` (one of login, clientcreate, clientregister, clientreset, query, push, search, bulk_data, bulk_file, any)"))
+            .ok_or_else(|| format!("unknown route `{s}` (one of login, clientcreate, clientregister, clientreset, query, push, search, bulk_data, bulk_file, blob, any)"))
     }
 }
 

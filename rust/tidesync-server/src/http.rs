@@ -61,7 +61,8 @@ pub(crate) fn router(state: St) -> Router {
         .route("/rc/v1/app/search", post(search))
         .route("/application/bulk_data", get(bulk_data))
         .route("/rc/v1/app/bulk_data", post(bulk_data))
-        .route("/data/{*path}", get(bulk_file));
+        .route("/data/{*path}", get(bulk_file))
+        .route("/blobs/{id}", get(crate::blob::download));
     if state.config().test_routes {
         r = r.route("/app/v1/Product/test_backend_change", post(test_backend_change));
     }
@@ -538,7 +539,8 @@ fn section(body: &serde_json::Value, name: &str) -> Result<Vec<(String, Obj)>, (
 async fn push(AxState(st): AxState<St>, req: Request) -> Response {
     let req = tri!(Req::read(&st, req).await);
     let user = tri!(req.user());
-    // The CUD document: a JSON body, or a form field `cud` holding JSON.
+    // The CUD document: a JSON body, or a form field `cud` holding JSON (also in a multipart body).
+    let mut blobs = Vec::new();
     let body: Option<serde_json::Value> = if req.is_form() {
         let form: Vec<(String, String)> = form_urlencoded::parse(&req.body).into_owned().collect();
         match form.iter().find(|(k, _)| k == "cud") {
@@ -548,10 +550,22 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
             },
             None => None,
         }
+    } else if crate::blob::is_multipart(&req.headers) {
+        // Blob attributes (spec §5.3): checked now, stored after the session and client checks.
+        match crate::blob::read_push(req.header("content-type").unwrap_or_default(), &req.body) {
+            Ok((cud, found)) => {
+                blobs = found;
+                Some(cud)
+            }
+            Err(None) => return client_data_error(),
+            Err(Some(why)) => {
+                return Reply::new(StatusCode::BAD_REQUEST, TEXT, format!("Bad multipart body: {why}")).finish();
+            }
+        }
     } else {
         tri!(req.json())
     };
-    let body = body.unwrap_or(serde_json::Value::Null);
+    let mut body = body.unwrap_or(serde_json::Value::Null);
     if !body.is_object() && !body.is_null() {
         return client_data_error();
     }
@@ -566,6 +580,18 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
         Ok(_) => client_id.unwrap_or_default(),
         Err(ClientError::UnknownClient) => return unknown_client(&req),
     };
+    if !blobs.is_empty() {
+        let (dir, base) = (st.data_dir().to_path_buf(), crate::blob::base_url(&st, &req.headers));
+        let stored =
+            tri!(blocking(move || crate::blob::store_blobs(&dir, &base, &mut body, blobs).map(|()| body)).await);
+        body = match stored {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("storing a blob: {e}");
+                return Reply::new(StatusCode::INTERNAL_SERVER_ERROR, TEXT, "Internal Server Error").finish();
+            }
+        };
+    }
     let mut cud = PushBody::default();
     if req.method == Method::PUT || req.method == Method::DELETE {
         let id = req.path_params.get(1).cloned().unwrap_or_default();
@@ -803,6 +829,7 @@ fn classify(method: &Method, path: &str) -> Route {
             }
         }
         _ if p.starts_with("/data/") => Route::BulkFile,
+        _ if p.starts_with("/blobs/") => Route::Blob,
         _ if p.starts_with("/rc/v1/clients/") && p.ends_with("/register") => Route::ClientRegister,
         _ if p.starts_with("/rc/v1/clients/") && p.ends_with("/reset") => Route::ClientReset,
         _ if p.starts_with("/app/v1/") => {
@@ -926,5 +953,6 @@ mod tests {
         assert_eq!(classify(&Method::POST, "/rc/v1/clients/abc/reset"), Route::ClientReset);
         assert_eq!(classify(&Method::GET, "/data/application/x.data.rzip"), Route::BulkFile);
         assert_eq!(classify(&Method::GET, "/nowhere"), Route::Any);
+        assert_eq!(classify(&Method::GET, "/blobs/0123"), Route::Blob);
     }
 }

@@ -15,6 +15,7 @@
 pub mod adapter;
 pub mod app;
 mod backend;
+mod blob;
 mod bulk;
 mod bulk_job;
 mod cookie;
@@ -38,6 +39,7 @@ use std::thread::JoinHandle;
 pub use adapter::{AdapterError, Authenticator, SourceAdapter};
 pub use app::{App, DatasetSpec, Partition, SourceDef};
 pub use backend::{AppliedChange, AppliedChanges, AppliedOp, Backend, BackendError};
+pub use blob::BLOB_SHA256_HEADER;
 pub use fault::{FaultKind, FaultRule, Faults, Route};
 pub use obj::{Obj, ObjRef};
 

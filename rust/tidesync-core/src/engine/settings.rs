@@ -43,6 +43,9 @@ pub struct EngineConfig {
     /// Certificates (PEM) to trust instead of the built-in Mozilla roots — a private CA or a
     /// self-signed server (not stored; default: the built-in roots).
     pub trusted_certificates_pem: Option<String>,
+    /// The directory for files of blob attributes (not stored; default `<database path>.files`).
+    /// Blob files live in its `blobs/` subdirectory, owned by the store.
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 impl EngineConfig {
@@ -65,6 +68,7 @@ pub(crate) struct Settings {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub trusted_certificates_pem: Option<String>,
+    pub files_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -77,6 +81,7 @@ impl Settings {
             ssl_verify_peer: self.ssl_verify_peer,
             trusted_certificates_pem: self.trusted_certificates_pem.clone(),
         };
+        c.files_dir = self.files_dir.clone();
         c
     }
 }
@@ -137,6 +142,7 @@ pub(crate) fn resolve(store: &Store, config: &EngineConfig) -> Result<(Settings,
         connect_timeout: config.connect_timeout.unwrap_or(defaults.http.connect_timeout),
         read_timeout: config.read_timeout.unwrap_or(defaults.http.read_timeout),
         trusted_certificates_pem: config.trusted_certificates_pem.clone(),
+        files_dir: config.files_dir.clone(),
     };
     let changed = stored_url.is_some_and(|u| u != settings.sync_server);
     persist(store, &settings)?;

@@ -8,6 +8,7 @@
 //! sources get a real table per source.
 
 pub mod apply;
+pub mod blobs;
 pub mod bulk_import;
 pub mod meta;
 pub mod objects;
@@ -24,7 +25,7 @@ use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use crate::error::{Error, Result};
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The store. Safe to share between threads (`Arc<Store>`).
 pub struct Store {
@@ -35,6 +36,8 @@ pub struct Store {
     /// writer. Other writes (app writes, queue bookkeeping after a push) must not be aborted.
     interruptible: Mutex<bool>,
     path: PathBuf,
+    /// The files directory of blob attributes and the files being written into it.
+    blobs: blobs::BlobFiles,
 }
 
 impl std::fmt::Debug for Store {
@@ -87,6 +90,7 @@ impl Store {
             interrupt,
             interruptible: Mutex::new(false),
             path: path.to_owned(),
+            blobs: blobs::BlobFiles::for_db(path),
         })
     }
 
@@ -229,6 +233,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 fn upgrade_from(tx: &Transaction<'_>, from: u32) -> Result<()> {
     match from {
         1 => tx.execute_batch(include_str!("sql/v2.sql"))?,
+        2 => tx.execute_batch(include_str!("sql/blobs.sql"))?,
         _ => {
             return Err(Error::Storage {
                 reason: format!("no migration from schema version {from}"),
@@ -262,6 +267,21 @@ mod tests {
             .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
             .expect("version");
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_database_gets_the_blob_downloads_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v1.db");
+        {
+            let c = Connection::open(&path).expect("raw open");
+            c.execute_batch(include_str!("sql/schema.sql")).expect("v1 schema");
+            c.execute_batch("PRAGMA user_version = 1; INSERT INTO sources(id, name) VALUES (1, 'Photo');")
+                .expect("v1 rows");
+        }
+        let s = Store::open(&path).expect("migrate");
+        s.check_integrity().expect("sound");
+        assert_eq!(s.pending_blob_downloads().expect("table"), 0);
     }
 
     #[test]

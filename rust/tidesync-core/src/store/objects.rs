@@ -543,11 +543,12 @@ impl Store {
     ///
     /// # Errors
     /// Unknown source, bad attribute names, storage failure. Nothing is written on error.
-    pub fn create_many(&self, source: &str, items: Vec<Attrs>) -> Result<Vec<Object>> {
+    pub fn create_many(&self, source: &str, mut items: Vec<Attrs>) -> Result<Vec<Object>> {
         for a in &items {
             check_attrs(a)?;
         }
-        self.write(|tx| {
+        let blobs = self.import_blobs(source, items.iter_mut())?;
+        let created = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -559,8 +560,14 @@ impl Store {
                     }
                     Ok(Object { id, attrs })
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+                .map(|mut out| {
+                    self.resolve_blobs(&src, &mut out);
+                    out
+                })
+        })?;
+        blobs.keep();
+        Ok(created)
     }
 
     /// Creates one object.
@@ -580,10 +587,15 @@ impl Store {
     pub fn find(&self, source: &str, id: &str) -> Result<Option<Object>> {
         self.read(|c| {
             let src = meta::source(c, source)?;
-            Ok(get(c, &src, id)?.map(|attrs| Object {
-                id: id.to_owned(),
-                attrs,
-            }))
+            let mut found: Vec<Object> = get(c, &src, id)?
+                .map(|attrs| Object {
+                    id: id.to_owned(),
+                    attrs,
+                })
+                .into_iter()
+                .collect();
+            self.resolve_blobs(&src, &mut found);
+            Ok(found.pop())
         })
     }
 
@@ -594,7 +606,9 @@ impl Store {
     pub fn find_all(&self, source: &str, q: &Query) -> Result<Vec<Object>> {
         self.read(|c| {
             let src = meta::source(c, source)?;
-            select(c, &src, q)
+            let mut found = select(c, &src, q)?;
+            self.resolve_blobs(&src, &mut found);
+            Ok(found)
         })
     }
 
@@ -613,11 +627,12 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::NotFound`] for a missing object (nothing is written), bad input, storage.
-    pub fn update_many(&self, source: &str, items: Vec<(String, Attrs)>) -> Result<Vec<Object>> {
+    pub fn update_many(&self, source: &str, mut items: Vec<(String, Attrs)>) -> Result<Vec<Object>> {
         for (_, a) in &items {
             check_attrs(a)?;
         }
-        self.write(|tx| {
+        let blobs = self.import_blobs(source, items.iter_mut().map(|(_, a)| a))?;
+        let updated = self.write(|tx| {
             let src = meta::source(tx, source)?;
             items
                 .into_iter()
@@ -638,8 +653,14 @@ impl Store {
                     }
                     Ok(Object { id, attrs: current })
                 })
-                .collect()
-        })
+                .collect::<Result<Vec<_>>>()
+                .map(|mut out| {
+                    self.resolve_blobs(&src, &mut out);
+                    out
+                })
+        })?;
+        blobs.keep();
+        Ok(updated)
     }
 
     /// Sets attributes of one object.

@@ -143,7 +143,9 @@ impl RhoConnect {
 
     fn push(&self, store: &Store, ctx: &SyncCtx, src: &SourceRow, cookie: &str, client_id: &str) -> Result<usize> {
         let all = store.read(meta::sources)?;
-        let batch: PushBatch = store.write(|tx| queue::take_for_push(tx, src, &all))?;
+        let mut batch: PushBatch = store.write(|tx| queue::take_for_push(tx, src, &all))?;
+        // Blob files: at most a bounded size per request; the rest goes in further pushes.
+        let more = super::blobs::limit_push(store, src, &mut batch)?;
         if batch.is_empty() {
             return Ok(0);
         }
@@ -152,10 +154,17 @@ impl RhoConnect {
         let outcome = if ctx.stopped() {
             Err(Error::Stopped)
         } else {
-            match self
-                .transport
-                .post_json(self.app_url(), &body, Some(cookie), Some(client_id))
-            {
+            match super::blobs::send_push(
+                &self.transport,
+                store,
+                ctx,
+                src,
+                &batch,
+                body,
+                self.app_url(),
+                cookie,
+                client_id,
+            ) {
                 Ok(a) if a.ok() => {
                     Self::refresh_cookie(store, &a)?;
                     Ok(PushOutcome::Accepted)
@@ -189,6 +198,9 @@ impl RhoConnect {
         };
         store.write(|tx| queue::push_finished(tx, src.id, batch.push_id, outcome))?;
         log::debug!("pushed {n} changes of {}", src.def.name);
+        if more {
+            return Ok(n + self.push(store, ctx, src, cookie, client_id)?);
+        }
         Ok(n)
     }
 
@@ -253,6 +265,15 @@ impl RhoConnect {
                 || page.metadata.is_some();
             let stats = store.write_page(durable, |tx| {
                 let s = crate::store::apply::apply(tx, src, &all, &batch)?;
+                crate::store::blobs::record_downloads(
+                    tx,
+                    src,
+                    batch
+                        .inserts
+                        .iter()
+                        .chain(&batch.rollbacks)
+                        .map(|(i, a)| (*i, a.as_slice())),
+                )?;
                 if last {
                     queue::settle_after_pull(tx, src.id)?;
                     // The source synced: recorded with its last page, not in a commit of its own.
@@ -295,7 +316,7 @@ pub(crate) fn wipe_synced_data(tx: &rusqlite::Connection) -> Result<()> {
         }
     }
     tx.execute_batch(
-        "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map;
+        "DELETE FROM objects; DELETE FROM changes; DELETE FROM sync_errors; DELETE FROM id_map; DELETE FROM blob_downloads;
          UPDATE client_info SET client_id = NULL, reset_pending = 0;
          UPDATE sources SET token = '', search_token = '', server_total = NULL, metadata = NULL,
              last_sync_at = NULL, last_sync_ok = NULL, last_error = NULL;
@@ -416,7 +437,8 @@ impl Protocol for RhoConnect {
             let result = self.client_id(store, &cookie).and_then(|client_id| {
                 let n = self.push(store, ctx, &src, &cookie, &client_id)?;
                 report.pushed += n;
-                self.pull(store, ctx, &src, &cookie, &client_id, &mut report)
+                self.pull(store, ctx, &src, &cookie, &client_id, &mut report)?;
+                super::blobs::after_pull(&self.transport, store, ctx, &src, &client_id)
             });
             match result {
                 Err(Error::Server { status: 500, message }) if message == UNKNOWN_CLIENT && !recovered => {
@@ -513,6 +535,11 @@ impl Protocol for RhoConnect {
                 let token = page.token.to_string();
                 let stats = store.write_interruptible(|tx| {
                     let s = crate::store::apply::apply(tx, &src, &all, &batch)?;
+                    crate::store::blobs::record_downloads(
+                        tx,
+                        &src,
+                        batch.inserts.iter().map(|(i, a)| (*i, a.as_slice())),
+                    )?;
                     tx.execute(
                         "UPDATE sources SET search_token = ?1 WHERE id = ?2",
                         rusqlite::params![token, src.id],

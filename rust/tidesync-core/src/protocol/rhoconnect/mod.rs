@@ -1,5 +1,6 @@
 //! The RhoConnect protocol, version 3.
 
+mod blobs;
 pub mod bulk;
 pub mod client;
 pub mod page;

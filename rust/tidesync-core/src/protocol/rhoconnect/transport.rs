@@ -85,7 +85,7 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-fn classify(e: ureq::Error) -> Failure {
+pub(super) fn classify(e: ureq::Error) -> Failure {
     use ureq::Error as E;
     use ureq::Timeout as T;
     let msg = e.to_string();
@@ -145,7 +145,12 @@ impl Transport {
         })
     }
 
-    fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, Failure> {
+    /// The agent (streamed blob uploads and downloads).
+    pub(super) fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
+    pub(super) fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, Failure> {
         let mut resp = resp.map_err(classify)?;
         let status = resp.status().as_u16();
         let session = resp
