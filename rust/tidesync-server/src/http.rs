@@ -559,7 +559,9 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
         .path_params
         .first()
         .cloned()
-        .or_else(|| body.get("source_name").and_then(|s| s.as_str()).map(str::to_owned));
+        .or_else(|| body.get("source_name").and_then(|s| s.as_str()).map(str::to_owned))
+        // RhoConnect reads `params`: the JSON body merged over the query parameters.
+        .or_else(|| req.param("source_name").map(str::to_owned));
     let source = tri!(check_source(&st, &req, &user, source.as_deref()));
     let client_id = req.client_id(Some(&body));
     let client_id = match st.client(&user, client_id.as_deref()) {
