@@ -235,6 +235,9 @@ pub fn run_requests(input: &[u8]) -> Vec<Answer> {
 /// One object of a page: id and attributes in order.
 pub type WireObject = (String, Vec<(String, String)>);
 
+/// One failed object of an error map: id, attributes as the client sent them, message.
+pub type WireError = (String, Vec<(String, String)>, String);
+
 /// The content of a query page, as [`encode_page`] writes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageContent {
@@ -249,11 +252,11 @@ pub struct PageContent {
     /// `links`: temporary id → id.
     pub links: Vec<(String, String)>,
     /// `create-error`: id, attributes, message.
-    pub create_errors: Vec<(String, Vec<(String, String)>, String)>,
+    pub create_errors: Vec<WireError>,
     /// `update-error`.
-    pub update_errors: Vec<(String, Vec<(String, String)>, String)>,
+    pub update_errors: Vec<WireError>,
     /// `delete-error`.
-    pub delete_errors: Vec<(String, Vec<(String, String)>, String)>,
+    pub delete_errors: Vec<WireError>,
     /// `update-rollback`.
     pub rollback: Vec<WireObject>,
     /// `source-error`: kind and message.
@@ -271,7 +274,7 @@ pub fn encode_page(p: &PageContent) -> String {
             .map(|(id, a)| (Arc::from(id.as_str()), Arc::new(obj(a))))
             .collect()
     };
-    let errs = |l: &[(String, Vec<(String, String)>, String)]| -> Vec<(String, Obj, String)> {
+    let errs = |l: &[WireError]| -> Vec<(String, Obj, String)> {
         l.iter().map(|(id, a, m)| (id.clone(), obj(a), m.clone())).collect()
     };
     let page = crate::state::Page {

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use tidesync_core::protocol::rhoconnect::page::{self, parse_page, parse_search};
 
 use crate::fuzzing::{
-    Harness, PageContent, RawRequest, SearchPart, WireObject, encode_page, encode_search, run_requests,
+    Harness, PageContent, RawRequest, SearchPart, WireError, WireObject, encode_page, encode_search, run_requests,
 };
 use crate::obj::Obj;
 
@@ -53,7 +53,7 @@ fn objects() -> impl Strategy<Value = Vec<WireObject>> {
     prop::collection::btree_map(id(), attrs(), 0..5).prop_map(|m| m.into_iter().collect())
 }
 
-fn errors() -> impl Strategy<Value = Vec<(String, Vec<(String, String)>, String)>> {
+fn errors() -> impl Strategy<Value = Vec<WireError>> {
     prop::collection::btree_map(id(), (attrs(), text()), 0..4)
         .prop_map(|m| m.into_iter().map(|(id, (a, msg))| (id, a, msg)).collect())
 }
@@ -100,7 +100,7 @@ fn cow_objects(list: &[WireObject]) -> Vec<page::ObjectAttrs<'static>> {
         .collect()
 }
 
-fn cow_errors(list: &[(String, Vec<(String, String)>, String)]) -> Vec<page::ObjectError<'static>> {
+fn cow_errors(list: &[WireError]) -> Vec<page::ObjectError<'static>> {
     list.iter()
         .map(|(id, a, msg)| page::ObjectError {
             id: Cow::Owned(id.clone()),
@@ -176,7 +176,7 @@ fn json_value(depth: u32) -> BoxedStrategy<serde_json::Value> {
     use serde_json::Value;
     let leaf = prop_oneof![
         text().prop_map(Value::String),
-        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<i64>().prop_map(Value::from),
         any::<f64>()
             .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
@@ -200,7 +200,7 @@ fn json_value(depth: u32) -> BoxedStrategy<serde_json::Value> {
 fn push_section() -> impl Strategy<Value = BTreeMap<String, serde_json::Value>> {
     let value = prop_oneof![
         4 => text().prop_map(serde_json::Value::String),
-        1 => prop_oneof![Just("error"), Just("conflict")].prop_map(|s| serde_json::Value::from(s)),
+        1 => prop_oneof![Just("error"), Just("conflict")].prop_map(serde_json::Value::from),
         1 => json_value(1),
     ];
     let attrs = prop::collection::btree_map(text(), value, 0..4)
