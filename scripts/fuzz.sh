@@ -61,7 +61,7 @@ for t in "${targets[@]}"; do
     set +e
     cargo +nightly fuzz run -O "$t" -- \
         -max_total_time="$seconds" -print_final_stats=1 -timeout=30 -rss_limit_mb=4096 \
-        -max_len=65536 2>&1 | tee "$log" | grep -E '^(#[0-9]+ +(INITED|DONE|pulse)|==[0-9]+==|stat::|SUMMARY|Failing input|thread .* panicked|artifact_prefix|Test unit written)' 
+        -max_len=65536 2>&1 | tee "$log" | grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|==[0-9]+==|stat::|SUMMARY|Failing input|thread .* panicked|artifact_prefix|Test unit written)' 
     rc=${PIPESTATUS[0]}
     set -e
     elapsed=$(( $(date +%s) - start ))

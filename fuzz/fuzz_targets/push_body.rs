@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(matches!(answer.status, 200 | 500), "push answered {}", answer.status);
         let query = RawRequest {
             method: b"GET".to_vec(),
-            target: format!("/application?client_id=@CLIENT@&p_size=1000&version=3&source_name={source}")
+            target: format!("/application?client_id=@CLIENT@&p_size=100&version=3&source_name={source}")
                 .into_bytes(),
             headers: vec![(b"Cookie".to_vec(), b"rhoconnect_session=@COOKIE@".to_vec())],
             body: Vec::new(),

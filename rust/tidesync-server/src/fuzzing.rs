@@ -125,13 +125,22 @@ impl std::fmt::Debug for Harness {
 }
 
 impl Harness {
-    /// A fresh state with one client of `alice`.
+    /// A fresh state with one client of `alice`: the transcripts' app (its refusal rules, ids
+    /// 1–40 of Product and 1–15 of Customer, so that every input stays cheap).
     ///
     /// # Errors
     /// The runtime or the state's data directory cannot be created.
     pub fn new() -> std::io::Result<Harness> {
+        use crate::dataset::{GeneratedAdapter, Refusals, Shape};
         let mut app = App::transcripts();
         app.bulk_job_delay = Duration::ZERO;
+        for s in &mut app.sources {
+            let (shape, count) = match s.name.as_str() {
+                "Product" => (Shape::Product, 40),
+                _ => (Shape::Customer, 15),
+            };
+            s.adapter = Arc::new(GeneratedAdapter::new(&s.name, shape, count, 0, Refusals::transcripts()));
+        }
         let mut config = ServerConfig::new(app);
         config.secret = Some(b"tidesync-fuzzing".to_vec());
         config.body_limit = 64 * 1024;
