@@ -112,8 +112,11 @@ pub struct Answer {
 /// A fresh reference server state (the transcripts' app, a fixed secret, small body limit),
 /// reachable through its router without a socket, on a current-thread runtime.
 pub struct Harness {
-    rt: tokio::runtime::Runtime,
+    rt: &'static tokio::runtime::Runtime,
+    router: axum::Router,
     state: Arc<State>,
+    /// References to `state` held by the harness and its router when nothing runs.
+    idle_refs: usize,
     cookie: String,
     client_id: String,
 }
@@ -144,8 +147,19 @@ impl Harness {
         let mut config = ServerConfig::new(app);
         config.secret = Some(b"tidesync-fuzzing".to_vec());
         config.body_limit = 64 * 1024;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        // One runtime per process: it holds no server state, and its blocking threads are
+        // reused from input to input instead of being started and joined every time.
+        static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+        let rt = match RT.get() {
+            Some(rt) => rt,
+            None => {
+                let built = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                RT.get_or_init(|| built)
+            }
+        };
         let state = Arc::new(State::new(config)?);
+        let router = crate::http::router(state.clone());
+        let idle_refs = Arc::strong_count(&state);
         let cookie = cookie::issue(
             state.secret(),
             &state.app().name,
@@ -157,7 +171,9 @@ impl Harness {
         let client_id = state.create_client("alice");
         Ok(Harness {
             rt,
+            router,
             state,
+            idle_refs,
             cookie,
             client_id,
         })
@@ -190,7 +206,7 @@ impl Harness {
             }
         }
         let request = builder.body(Body::from(sub(&req.body))).ok()?;
-        let router = crate::http::router(self.state.clone());
+        let router = self.router.clone();
         self.rt.block_on(async move {
             let resp = match router.oneshot(request).await {
                 Ok(r) => r,
@@ -208,7 +224,7 @@ impl Harness {
     /// Waits (up to 10 s) for background work holding the state (bulk jobs) to end.
     pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Arc::strong_count(&self.state) > 1 && Instant::now() < deadline {
+        while Arc::strong_count(&self.state) > self.idle_refs && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
