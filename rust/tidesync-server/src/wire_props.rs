@@ -376,6 +376,28 @@ fn error_ids_ending_in_dash_error_are_ambiguous() {
     assert_eq!(ids, ["a", "a-error"], "{body}");
 }
 
+/// Regression (found by `pushes_are_answered_and_the_next_page_parses`): a push naming its
+/// source only in the query string was answered `500 Unknown source`; RhoConnect reads
+/// `params`, where the query parameters are merged with the JSON body.
+#[test]
+fn a_push_may_name_its_source_in_the_query() {
+    let h = Harness::new().expect("harness");
+    let push = post(
+        "/application?client_id=@CLIENT@&source_name=Product",
+        "application/json",
+        br#"{"create":{"t1":{"name":"New"}}}"#.to_vec(),
+    );
+    assert_eq!(h.send(&push).map(|a| a.status), Some(200));
+    let page = h
+        .send(&get(
+            "/application?client_id=@CLIENT@&source_name=Product&p_size=1".into()
+        ))
+        .expect("sent");
+    let page = parse_page(&page.body).expect("page");
+    assert_eq!(page.links.len(), 1);
+    assert_eq!(page.links[0].temp_id, "t1");
+}
+
 #[test]
 fn the_page_of_an_unknown_source_round_trips() {
     let p = PageContent {
