@@ -573,7 +573,9 @@ async fn push(AxState(st): AxState<St>, req: Request) -> Response {
         .path_params
         .first()
         .cloned()
-        .or_else(|| body.get("source_name").and_then(|s| s.as_str()).map(str::to_owned));
+        .or_else(|| body.get("source_name").and_then(|s| s.as_str()).map(str::to_owned))
+        // RhoConnect reads `params`: the JSON body merged over the query parameters.
+        .or_else(|| req.param("source_name").map(str::to_owned));
     let source = tri!(check_source(&st, &req, &user, source.as_deref()));
     let client_id = req.client_id(Some(&body));
     let client_id = match st.client(&user, client_id.as_deref()) {
@@ -954,5 +956,35 @@ mod tests {
         assert_eq!(classify(&Method::GET, "/data/application/x.data.rzip"), Route::BulkFile);
         assert_eq!(classify(&Method::GET, "/nowhere"), Route::Any);
         assert_eq!(classify(&Method::GET, "/blobs/0123"), Route::Blob);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// `p_size`: any text gives Ruby's `to_i` (clamped at `usize::MAX`), never a panic.
+        #[test]
+        fn page_sizes_parse_like_ruby_for_any_text(s in ".{0,30}", n in proptest::prelude::any::<u64>(), tail in "[^0-9\\s].{0,5}") {
+            let _ = ruby_to_usize(&s);
+            proptest::prop_assert_eq!(ruby_to_usize(&format!(" {n}{tail}")), n as usize);
+            proptest::prop_assert_eq!(ruby_to_usize(&tail), 0);
+        }
+
+        /// REST path parameters: percent-encoded segments decode back to what was encoded;
+        /// arbitrary paths never panic, and routes are classified without panicking.
+        #[test]
+        fn path_params_round_trip(
+            segments in proptest::collection::vec(".{1,12}", 1..3),
+            junk in ".{0,40}",
+        ) {
+            use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+            let _ = path_params(&junk);
+            let _ = classify(&Method::GET, &junk);
+            let encoded: Vec<String> = segments.iter().map(|s| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()).collect();
+            proptest::prop_assert_eq!(path_params(&format!("/app/v1/{}", encoded.join("/"))), segments.clone());
+            proptest::prop_assert_eq!(
+                path_params(&format!("/rc/v1/clients/{}/reset", encoded[0])),
+                vec![segments[0].clone()]
+            );
+        }
     }
 }

@@ -22,6 +22,8 @@ mod cookie;
 mod cud;
 pub mod dataset;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzzing;
 mod http;
 mod json;
 mod md;
@@ -30,6 +32,8 @@ pub mod obj;
 mod search;
 pub mod sqlite_backend;
 mod state;
+#[cfg(test)]
+mod wire_props;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -53,13 +53,7 @@ impl State {
             let md = self.md(&def, user);
             let mut c = client.lock();
             let cs = c.sources.entry(src.name.clone()).or_default();
-            let error = |out: &mut String, msg: &str| {
-                out.push_str("[{\"version\":3},{\"source\":");
-                write_str(out, &src.name);
-                out.push_str("},{\"search-error\":{\"search-error\":{\"message\":");
-                write_str(out, msg);
-                out.push_str("}}}]");
-            };
+            let error = |out: &mut String, msg: &str| write_search_error(out, &src.name, msg);
             match &src.token {
                 None => {
                     let md = md.read();
@@ -134,7 +128,17 @@ impl State {
     }
 }
 
-fn write_search_page(out: &mut String, source: &str, token: &str, objects: &[(Arc<str>, Obj)]) {
+/// One source's search error as RhoConnect writes it (`search-error`, kind `search-error`).
+pub(crate) fn write_search_error(out: &mut String, source: &str, msg: &str) {
+    out.push_str("[{\"version\":3},{\"source\":");
+    write_str(out, source);
+    out.push_str("},{\"search-error\":{\"search-error\":{\"message\":");
+    write_str(out, msg);
+    out.push_str("}}}]");
+}
+
+/// One source's page of search results.
+pub(crate) fn write_search_page(out: &mut String, source: &str, token: &str, objects: &[(Arc<str>, Obj)]) {
     out.push_str("[{\"version\":3},{\"token\":");
     write_str(out, token);
     out.push_str("},{\"source\":");

@@ -117,14 +117,7 @@ impl RhoConnect {
         if !a.ok() {
             return Err(status_error(&a));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&a.body).map_err(|e| Error::protocol(format!("clientcreate answer: {e}")))?;
-        let id = v
-            .pointer("/client/client_id")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty() && s.len() <= 255)
-            .ok_or_else(|| Error::protocol("clientcreate answer without client id"))?
-            .to_owned();
+        let id = client_id_from_answer(&a.body)?;
         store.write(|tx| {
             meta::set_client_id(tx, Some(&id))?;
             meta::set_reset_pending(tx, false)
@@ -305,6 +298,17 @@ impl RhoConnect {
             token = page.token.into_owned();
         }
     }
+}
+
+/// The client id of a `clientcreate` answer: `{"client":{"client_id":"…"}}` (1–255 bytes).
+fn client_id_from_answer(body: &[u8]) -> Result<String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| Error::protocol(format!("clientcreate answer: {e}")))?;
+    Ok(v.pointer("/client/client_id")
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty() && s.len() <= 255)
+        .ok_or_else(|| Error::protocol("clientcreate answer without client id"))?
+        .to_owned())
 }
 
 /// Removes every synced object, error and sync state (a different user signs in); the bulk
@@ -601,5 +605,163 @@ impl Protocol for RhoConnect {
             return Err(status_error(&a));
         }
         Self::refresh_cookie(store, &a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Attrs;
+    use proptest::prelude::*;
+    use tidesync_server::fuzzing::{Harness, RawRequest};
+
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                6 => prop::char::range('a', 'z'),
+                1 => Just('"'),
+                1 => Just('\\'),
+                1 => prop::char::range('\0', '\u{1f}'),
+                1 => Just('\u{7f}'),
+                2 => any::<char>(),
+            ],
+            0..8,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    fn section() -> impl Strategy<Value = Vec<(String, Attrs)>> {
+        prop::collection::btree_map(text(), prop::collection::btree_map(text(), text(), 0..4), 0..4)
+            .prop_flat_map(|m| Just(m.into_iter().collect::<Vec<_>>()).prop_shuffle())
+    }
+
+    fn batch() -> impl Strategy<Value = PushBatch> {
+        (section(), section(), section()).prop_map(|(creates, updates, deletes)| PushBatch {
+            push_id: 1,
+            creates,
+            updates,
+            deletes,
+            marker: false,
+        })
+    }
+
+    fn request(method: &str, target: &str, body: Vec<u8>) -> RawRequest {
+        RawRequest {
+            method: method.as_bytes().to_vec(),
+            target: target.as_bytes().to_vec(),
+            headers: vec![
+                (b"Cookie".to_vec(), b"rhoconnect_session=@COOKIE@".to_vec()),
+                (b"Content-Type".to_vec(), b"application/json".to_vec()),
+            ],
+            body,
+        }
+    }
+
+    #[test]
+    fn the_reference_servers_client_id_is_read() {
+        let h = Harness::new().expect("harness");
+        let answer = h
+            .send(&request("GET", "/application/clientcreate", Vec::new()))
+            .expect("sent");
+        assert_eq!(answer.status, 200);
+        let id = client_id_from_answer(&answer.body).expect("client id");
+        assert_eq!(id.len(), 32, "{id}");
+        let page = h
+            .send(&request(
+                "GET",
+                &format!("/application?client_id={id}&source_name=Product&p_size=1"),
+                Vec::new(),
+            ))
+            .expect("sent");
+        assert_eq!(page.status, 200, "the server knows the id it gave");
+    }
+
+    #[test]
+    fn client_create_answers_without_an_id_are_protocol_errors() {
+        for body in [
+            &b""[..],
+            b"{}",
+            b"{\"client\":{}}",
+            b"{\"client\":{\"client_id\":\"\"}}",
+            b"{\"client\":{\"client_id\":5}}",
+            b"[]",
+        ] {
+            assert!(
+                matches!(client_id_from_answer(body), Err(Error::Protocol { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let long = format!("{{\"client\":{{\"client_id\":\"{}\"}}}}", "a".repeat(256));
+        assert!(client_id_from_answer(long.as_bytes()).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// `clientcreate` answers: arbitrary bytes never panic; an id written as the server
+        /// writes it is read back whenever it is 1–255 bytes long.
+        #[test]
+        fn client_create_answers_parse(bytes in prop::collection::vec(any::<u8>(), 0..64), id in any::<String>()) {
+            let _ = client_id_from_answer(&bytes);
+            let body = serde_json::json!({"client": {"client_id": id}}).to_string();
+            let got = client_id_from_answer(body.as_bytes()).ok();
+            let expected = (!id.is_empty() && id.len() <= 255).then_some(id);
+            prop_assert_eq!(got, expected);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The client's push body → JSON → the reference server: every section, id, attribute
+        /// and value comes back in queue order, the server accepts it, and its next page
+        /// answers every create (a link or a create error).
+        #[test]
+        fn push_bodies_round_trip_through_the_server(b in batch(), source in text(), client_id in text()) {
+            let body = push_body(&source, &client_id, &b);
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&body))))?;
+            prop_assert_eq!(v["source_name"].as_str(), Some(source.as_str()));
+            prop_assert_eq!(v["client_id"].as_str(), Some(client_id.as_str()));
+            for (name, list) in [("create", &b.creates), ("update", &b.updates), ("delete", &b.deletes)] {
+                let got: Vec<(String, Vec<(String, String)>)> = v
+                    .get(name)
+                    .and_then(|s| s.as_object())
+                    .map(|m| {
+                        m.iter()
+                            .map(|(id, attrs)| {
+                                let obj = tidesync_server::Obj::from_json(attrs).unwrap_or_default();
+                                (id.clone(), obj.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let want: Vec<(String, Vec<(String, String)>)> =
+                    list.iter().map(|(id, a)| (id.clone(), a.clone().into_iter().collect())).collect();
+                prop_assert_eq!(got, want, "section {}", name);
+            }
+
+            // The same changes for Product from the harness's client, as the server reads them.
+            let h = Harness::new().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let body = push_body("Product", h.client_id(), &b);
+            let answer = h.send(&request("POST", "/application", body)).ok_or_else(|| TestCaseError::fail("not sent"))?;
+            prop_assert_eq!(answer.status, 200);
+            let page = h
+                .send(&request("GET", "/application?client_id=@CLIENT@&source_name=Product&p_size=1000", Vec::new()))
+                .ok_or_else(|| TestCaseError::fail("not sent"))?;
+            let page = parse_page(&page.body).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut answered: Vec<&str> = page
+                .links
+                .iter()
+                .map(|l| l.temp_id.as_ref())
+                .chain(page.create_errors.iter().map(|e| e.id.as_ref()))
+                .collect();
+            answered.sort_unstable();
+            let mut created: Vec<&str> = b.creates.iter().map(|(id, _)| id.as_str()).collect();
+            created.sort_unstable();
+            prop_assert_eq!(answered, created);
+            h.settle();
+        }
     }
 }

@@ -73,6 +73,14 @@ impl From<Failure> for Error {
     }
 }
 
+/// The `rhoconnect_session` cookie as `name=value`, from the answer's `Set-Cookie` values.
+fn session_cookie<'a>(set_cookies: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    set_cookies.into_iter().find_map(|v| {
+        let first = v.split(';').next()?.trim();
+        first.starts_with("rhoconnect_session=").then(|| first.to_owned())
+    })
+}
+
 /// The HTTP channel.
 #[derive(Clone)]
 pub(crate) struct Transport {
@@ -153,15 +161,12 @@ impl Transport {
     pub(super) fn finish(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<Answer, Failure> {
         let mut resp = resp.map_err(classify)?;
         let status = resp.status().as_u16();
-        let session = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| {
-                let first = v.split(';').next()?.trim();
-                first.starts_with("rhoconnect_session=").then(|| first.to_owned())
-            });
+        let session = session_cookie(
+            resp.headers()
+                .get_all("set-cookie")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
         let body = resp
             .body_mut()
             .with_config()
@@ -331,5 +336,52 @@ impl Transport {
             ))));
         }
         Ok(written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn session_cookie_is_found_among_other_cookies() {
+        let values = ["a=1; path=/", "rhoconnect_session=abc--12; path=/; HttpOnly", "b=2"];
+        assert_eq!(session_cookie(values), Some("rhoconnect_session=abc--12".into()));
+        assert_eq!(
+            session_cookie(["rhoconnect_sessionx=1", "other=rhoconnect_session=2"]),
+            None
+        );
+        assert_eq!(session_cookie([]), None);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// The reference server's `Set-Cookie` → the client's cookie: `name=value` exactly, for
+        /// any session the server can issue.
+        #[test]
+        fn server_set_cookie_round_trips(
+            session_id in any::<String>(),
+            login in prop::option::of(any::<String>()),
+            others in prop::collection::vec("[a-z]{1,6}=[ -:<-~]{0,12}(; path=/)?", 0..3),
+            at in any::<prop::sample::Index>(),
+        ) {
+            use tidesync_server::fuzzing::{issue_cookie, set_cookie};
+            let value = issue_cookie(b"secret", "application", &session_id, login.as_deref());
+            let header = set_cookie(&value);
+            let mut all: Vec<&str> = others.iter().map(String::as_str).collect();
+            all.insert(at.index(all.len() + 1), &header);
+            prop_assert_eq!(session_cookie(all), Some(format!("rhoconnect_session={value}")));
+        }
+
+        /// Arbitrary `Set-Cookie` values never panic, and a cookie found is one of them.
+        #[test]
+        fn arbitrary_set_cookie_values_never_panic(values in prop::collection::vec(any::<String>(), 0..4)) {
+            if let Some(c) = session_cookie(values.iter().map(String::as_str)) {
+                prop_assert!(c.starts_with("rhoconnect_session="));
+                prop_assert!(values.iter().any(|v| v.contains(&c)));
+            }
+        }
     }
 }
