@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use tidesync_core::protocol::rhoconnect::HttpConfig;
 use tidesync_core::{
-    Attrs, Error as CoreError, PushRegistration, Query, SearchRequest, SourceDef, SyncClient, SyncConfig, SyncOptions,
+    Attrs, Error as CoreError, Partition, PushRegistration, Query, SearchRequest, SourceDef, SyncClient, SyncConfig,
+    SyncOptions, SyncType,
 };
 use tidesync_server::{App, AppliedOp, FaultKind, FaultRule, Route, Server, ServerConfig};
 use tidesync_tests::{Store, store_diff, store_of};
@@ -27,23 +28,21 @@ use tidesync_tests::{Store, store_diff, store_of};
 const PASSWORD: &str = "password";
 
 /// Routes of the server this client never requests, with the reason (rows of the table).
-const NOT_REQUESTED: [(&str, &str); 3] = [
-    (
-        "clientreset",
-        "not requested: `database_client_reset` starts over with a new client id (clientcreate row)",
-    ),
-    ("bulk_data", "not requested yet: bulk sync (issue 19)"),
-    ("bulk_file", "not requested yet: bulk sync (issue 19)"),
-];
+const NOT_REQUESTED: [(&str, &str); 1] = [(
+    "clientreset",
+    "not requested: `database_client_reset` starts over with a new client id (clientcreate row)",
+)];
 
 /// The routes the client requests, with the operation that requests each.
-const ROUTES: [Route; 6] = [
+const ROUTES: [Route; 8] = [
     Route::Login,
     Route::ClientCreate,
     Route::ClientRegister,
     Route::Query,
     Route::Push,
     Route::Search,
+    Route::BulkData,
+    Route::BulkFile,
 ];
 
 fn faults() -> Vec<(&'static str, FaultKind)> {
@@ -59,7 +58,7 @@ fn faults() -> Vec<(&'static str, FaultKind)> {
     ]
 }
 
-fn client_for(server: &Server, dir: &std::path::Path) -> SyncClient {
+fn client_for(server: &Server, dir: &std::path::Path, bulk: bool) -> SyncClient {
     let mut config = SyncConfig::new(&server.sync_url());
     config.page_size = 100;
     config.http = HttpConfig {
@@ -68,7 +67,14 @@ fn client_for(server: &Server, dir: &std::path::Path) -> SyncClient {
         ..HttpConfig::default()
     };
     let c = SyncClient::open(&dir.join("client.db"), config).expect("the client database opens");
-    c.define_source(&SourceDef::new("Product").priority(1)).expect("define");
+    let product = SourceDef::new("Product").priority(1);
+    // Bulk cells: Product (app partition) starts from the server's bulk file.
+    let product = if bulk {
+        product.partition(Partition::App).sync_type(SyncType::Bulk)
+    } else {
+        product
+    };
+    c.define_source(&product).expect("define");
     c.define_source(&SourceDef::new("Customer").priority(2))
         .expect("define");
     c
@@ -150,11 +156,15 @@ fn with_watchdog<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Sen
 fn run_cell(route: Route, fault_name: &str, fault: FaultKind) -> Result<String, String> {
     let server = Server::start(ServerConfig::new(App::transcripts())).map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let c = std::sync::Arc::new(client_for(&server, dir.path()));
+    let bulk = matches!(route, Route::BulkData | Route::BulkFile);
+    let c = std::sync::Arc::new(client_for(&server, dir.path(), bulk));
     let cell = format!("{}-{}", route.as_str(), fault_name.replace(' ', "_"));
 
     // Bring the client to the state in which the operation requests the route.
-    let synced = !matches!(route, Route::Login | Route::ClientCreate);
+    let synced = !matches!(
+        route,
+        Route::Login | Route::ClientCreate | Route::BulkData | Route::BulkFile
+    );
     if route != Route::Login {
         c.login("alice", PASSWORD).map_err(|e| format!("setup login: {e}"))?;
     }
