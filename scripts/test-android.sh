@@ -23,6 +23,20 @@ cargo build --locked --quiet -p tidesync-cli
 source scripts/lib/reference-server.sh
 start_reference_server "android tier"
 
+reports=android/tidesync-android/maven/tidesync-android/target/surefire-reports
+rm -rf "$reports"
 mvn -B --no-transfer-progress -f android/tidesync-android/pom.xml test \
     -Dtidesync.syncUrl="${base}/application/" -Dsurefire.failIfNoSpecifiedTests=false "$@"
+
+# Every test class must have run: Kotlin's incremental compiler has been seen to leave a class out
+# after a failed compile (a green run with fewer tests). Only for a full run (no -Dtest=…).
+if [ $# -eq 0 ]; then
+    for src in android/tidesync-android/src/test/kotlin/dev/tidesync/android/*Test.kt; do
+        name=$(basename "$src" .kt)
+        if [ ! -f "$reports/TEST-dev.tidesync.android.${name}.xml" ]; then
+            echo "android tier FAILED: ${name} did not run (stale incremental state? rm -rf android/tidesync-android/maven/tidesync-android/target)" >&2
+            exit 1
+        fi
+    done
+fi
 echo "android tier: passed"
