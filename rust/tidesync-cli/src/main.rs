@@ -71,6 +71,10 @@ struct BenchArgs {
     /// Objects of the initial sync (default 100000, 20000 with --quick).
     #[arg(long)]
     objects: Option<u64>,
+    /// Objects of the store the incremental update is measured on (default 500000, 20000 with
+    /// --quick; the JSON key keeps its `_500k` name and `incremental_store_objects` says the size).
+    #[arg(long)]
+    incremental_objects: Option<u64>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,6 +197,7 @@ fn run(cli: Cli) -> Result<()> {
                 bench::Sizes::full()
             };
             sizes.initial = args.objects.unwrap_or(sizes.initial);
+            sizes.incremental_store = args.incremental_objects.unwrap_or(sizes.incremental_store);
             if args.bulk {
                 bench::run_bulk(sizes, args.json).map(|_| ())
             } else {
