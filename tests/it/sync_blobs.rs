@@ -450,3 +450,41 @@ fn a_backlog_larger_than_the_servers_body_limit_goes_in_several_pushes_of_one_sy
         assert!(srv.server.backend().blob(obj.get("image").unwrap()).unwrap() == *b);
     }
 }
+
+/// The bulk `blobs` step: a client that starts from the bulk file gets the file's blob values as
+/// URLs; they are recorded in the import's transaction and downloaded by the same sync.
+#[test]
+fn a_bulk_first_sync_downloads_the_blobs_of_the_bulk_file() {
+    use tidesync_core::{BulkSyncState, Partition, SyncType};
+    let srv = start();
+    let alice = Device::new(&srv, "alice");
+    alice.sync().unwrap();
+    let blob = bytes(300_000, 7);
+    let (id, _) = upload(&srv, &alice, "Bulk blob", &blob);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SyncConfig::new(&srv.server.sync_url());
+    config.files_dir = Some(dir.path().join("files"));
+    let bob = SyncClient::open(&dir.path().join("app.db"), config).unwrap();
+    let mut def = SourceDef::new("Product")
+        .partition(Partition::App)
+        .sync_type(SyncType::Bulk);
+    def.blob_attrs = vec!["image".into()];
+    bob.define_source(&def).unwrap();
+    bob.login("bob", PASSWORD).unwrap();
+    let report = bob.sync_all(&SyncOptions::default(), None).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        bob.bulk_sync_state().unwrap(),
+        BulkSyncState::Done,
+        "started from the bulk file"
+    );
+    let got = bob.find("Product", &id).unwrap().expect("imported");
+    let path = Path::new(&got.attrs["image"]);
+    assert!(path.starts_with(bob.store().files_dir().join("blobs")), "{path:?}");
+    assert!(
+        std::fs::read(path).unwrap() == blob,
+        "the bulk file's blob was downloaded"
+    );
+    assert_eq!(bob.store().pending_blob_downloads().unwrap(), 0);
+}

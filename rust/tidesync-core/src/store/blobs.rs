@@ -431,6 +431,44 @@ fn referenced_blobs(c: &Connection) -> Result<HashSet<String>> {
     Ok(out)
 }
 
+/// Records a download for every blob attribute of `src` whose value is a URL, in the bulk
+/// import's transaction: a bulk file carries blob values as the server's URLs (spec §6, the
+/// `blobs` step). The source's next pull downloads them like a page's. Returns how many.
+pub(crate) fn record_all_downloads(tx: &Connection, src: &SourceRow) -> Result<u64> {
+    if src.def.blob_attrs.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<String> = match src.fixed_table() {
+        None => tx
+            .prepare("SELECT id FROM objects WHERE source_id = ?1")?
+            .query_map([src.id], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?,
+        Some(t) => tx
+            .prepare(&format!("SELECT id FROM {t}"))?
+            .query_map([], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?,
+    };
+    let mut n = 0;
+    for id in ids {
+        let Some(attrs) = objects::get(tx, src, &id)? else {
+            continue;
+        };
+        for b in &src.def.blob_attrs {
+            if let Some(v) = attrs.get(b)
+                && is_url(v)
+            {
+                tx.prepare_cached(
+                    "INSERT INTO blob_downloads(source_id, object, attr, url) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(source_id, object, attr) DO UPDATE SET url = excluded.url, attempts = 0, last_error = NULL",
+                )?
+                .execute(params![src.id, id, b, v])?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
 /// Records the downloads a page asks for, in the page's transaction: every blob attribute of
 /// an object it inserted whose value now (after the page) is a URL.
 pub(crate) fn record_downloads<'a>(

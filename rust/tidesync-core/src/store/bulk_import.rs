@@ -277,6 +277,12 @@ impl Store {
                     "UPDATE sources SET token = '', search_token = '', server_total = ?2 WHERE id = ?1",
                     params![local.id, n as i64],
                 )?;
+                // The `blobs` step: the file's blob values are URLs; the source's next pull
+                // downloads them (recorded here, in the same transaction).
+                let blobs = super::blobs::record_all_downloads(&tx, local)?;
+                if blobs > 0 {
+                    log::debug!("bulk import of {}: {blobs} blob downloads recorded", local.def.name);
+                }
                 stats.objects.push((local.def.name.clone(), n));
             }
             if stopped() {
