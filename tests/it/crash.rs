@@ -18,7 +18,7 @@
 //! printed and taken from `TIDESYNC_CRASH_SEED`). A summary is written to
 //! `target/tmp/reliability/crash.md`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng as _, SeedableRng as _, rngs::StdRng};
 use tidesync_core::{Query, SourceDef, Store as CoreStore, SyncClient, SyncConfig};
 use tidesync_server::{AppliedOp, Obj};
-use tidesync_tests::{Store, TestServer, store_diff};
+use tidesync_tests::{Store, TestServer, applied_by_marker, store_diff};
 
 const USER: &str = "alice";
 const PAGE_SIZE: u32 = 100;
@@ -412,16 +412,7 @@ fn crash_sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
 
     // Exactly once, per change.
-    let log = server.server.backend().applied_log();
-    let mut seen: HashMap<(AppliedOp, String), u32> = HashMap::new();
-    for change in log.iter().filter(|c| c.source == "Product") {
-        let key = match change.op {
-            AppliedOp::Create => change.attrs.get("ctag").unwrap_or("?").to_owned(),
-            AppliedOp::Update => change.attrs.get("utag").unwrap_or("?").to_owned(),
-            AppliedOp::Delete => change.id.clone(),
-        };
-        *seen.entry((change.op, key)).or_default() += 1;
-    }
+    let mut seen = applied_by_marker(&server.server.backend().applied_log(), Some("Product"));
     let mut problems = Vec::new();
     for tag in &plan.creates {
         let n = seen.remove(&(AppliedOp::Create, tag.clone())).unwrap_or(0);

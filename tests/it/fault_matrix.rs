@@ -12,7 +12,6 @@
 //! The table of results is written to `target/tmp/reliability/fault-matrix.md`; with
 //! `TIDESYNC_UPDATE_RELIABILITY=1` it also replaces the matrix in `RELIABILITY.md`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -23,7 +22,7 @@ use tidesync_core::{
     SyncOptions, SyncType,
 };
 use tidesync_server::{App, AppliedOp, FaultKind, FaultRule, Route, Server, ServerConfig};
-use tidesync_tests::{Store, store_diff, store_of};
+use tidesync_tests::{Store, applied_by_marker, store_diff, store_of};
 
 const PASSWORD: &str = "password";
 
@@ -256,15 +255,7 @@ fn run_cell(route: Route, fault_name: &str, fault: FaultKind) -> Result<String, 
         }
     }
     // Exactly once.
-    let mut count: HashMap<(AppliedOp, String), u32> = HashMap::new();
-    for a in server.backend().applied_log() {
-        let key = match a.op {
-            AppliedOp::Create => a.attrs.get("ctag").unwrap_or("?").to_owned(),
-            AppliedOp::Update => a.attrs.get("utag").unwrap_or("?").to_owned(),
-            AppliedOp::Delete => a.id.clone(),
-        };
-        *count.entry((a.op, key)).or_default() += 1;
-    }
+    let mut count = applied_by_marker(&server.backend().applied_log(), None);
     let mut expected = vec![((AppliedOp::Create, marks.create.clone()), 1)];
     if let Some((_, u)) = &marks.update {
         expected.push(((AppliedOp::Update, u.clone()), 1));

@@ -783,3 +783,24 @@ pub fn store_diff(expected: &Store, actual: &Store) -> String {
             .collect::<Vec<_>>()
     )
 }
+
+/// How many times the server applied each marked change of `source` (`None`: every source):
+/// creates by their `ctag` attribute, updates by their `utag` attribute, deletes by object id
+/// (the markers the crash test and the fault matrix put on their local changes). Unmarked
+/// creates and updates count under `"?"`.
+pub fn applied_by_marker(
+    log: &[tidesync_server::AppliedChange],
+    source: Option<&str>,
+) -> std::collections::HashMap<(tidesync_server::AppliedOp, String), u32> {
+    use tidesync_server::AppliedOp;
+    let mut seen = std::collections::HashMap::new();
+    for change in log.iter().filter(|c| source.is_none_or(|s| c.source == s)) {
+        let key = match change.op {
+            AppliedOp::Create => change.attrs.get("ctag").unwrap_or("?").to_owned(),
+            AppliedOp::Update => change.attrs.get("utag").unwrap_or("?").to_owned(),
+            AppliedOp::Delete => change.id.clone(),
+        };
+        *seen.entry((change.op, key)).or_default() += 1;
+    }
+    seen
+}
