@@ -215,32 +215,8 @@ fn record_errors(c: &Connection, src: &SourceRow, b: &Batch<'_>, stats: &mut App
     ] {
         for e in list.iter() {
             if kind == "delete" {
-                // A delete re-sent because the first attempt's outcome was unknown: that
-                // attempt's own error would have arrived in the pull after it, so an error now
-                // means the first attempt did delete the object. Done, not failed.
-                // The server still refused it, so it deferred the deletes pushed after it in the
-                // same push (spec §5.6): those wait for a push marker, as after any failure.
-                let retried: Vec<(i64, Option<i64>, Option<i64>)> = c
-                    .prepare_cached(
-                        "SELECT seq, push_id, push_pos FROM changes WHERE source_id = ?1 AND object = ?2
-                         AND op = 'delete' AND retried_unknown = 1
-                         AND state IN ('sent', 'unknown', 'deferred', 'in_flight')",
-                    )?
-                    .query_map(params![src.id, e.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<Result<_, _>>()?;
-                if !retried.is_empty() {
-                    for (seq, push_id, pos) in retried {
-                        let deferred = c
-                            .prepare_cached(
-                                "UPDATE changes SET state = 'deferred' WHERE source_id = ?1 AND push_id = ?2
-                                 AND op = 'delete' AND push_pos > ?3 AND state IN ('sent', 'unknown', 'in_flight')",
-                            )?
-                            .execute(params![src.id, push_id, pos])?;
-                        if deferred > 0 {
-                            crate::store::queue::record_push_marker(c, src.id)?;
-                        }
-                        c.prepare_cached("DELETE FROM changes WHERE seq = ?1")?.execute([seq])?;
-                    }
+                // A re-sent delete refused because its first attempt did delete the object.
+                if crate::store::queue::settle_resent_delete(c, src.id, e.id)? {
                     log::info!("delete of an object already deleted by an earlier attempt: done");
                     continue;
                 }

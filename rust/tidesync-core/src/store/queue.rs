@@ -322,6 +322,36 @@ pub(crate) fn push_finished(c: &Connection, source_id: i64, push_id: i64, outcom
     Ok(())
 }
 
+/// A refused delete of `object` that was re-sent because its first attempt's outcome was
+/// unknown: the first attempt's own error would have arrived in the pull after it, so this
+/// refusal means that attempt did delete the object — the change is done. The server still
+/// counted the refusal as a failure and so deferred the deletes pushed after it in the same push
+/// (spec §5.6): they become `deferred` and wait for a push marker, as after any failure.
+/// Returns false when no such re-sent delete is queued (the refusal is a real one).
+pub(crate) fn settle_resent_delete(c: &Connection, source_id: i64, object: &str) -> Result<bool> {
+    let retried: Vec<(i64, Option<i64>, Option<i64>)> = c
+        .prepare_cached(
+            "SELECT seq, push_id, push_pos FROM changes WHERE source_id = ?1 AND object = ?2
+             AND op = 'delete' AND retried_unknown = 1
+             AND state IN ('sent', 'unknown', 'deferred', 'in_flight')",
+        )?
+        .query_map(params![source_id, object], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<std::result::Result<_, _>>()?;
+    for &(seq, push_id, pos) in &retried {
+        let deferred = c
+            .prepare_cached(
+                "UPDATE changes SET state = 'deferred' WHERE source_id = ?1 AND push_id = ?2
+                 AND op = 'delete' AND push_pos > ?3 AND state IN ('sent', 'unknown', 'in_flight')",
+            )?
+            .execute(params![source_id, push_id, pos])?;
+        if deferred > 0 {
+            record_push_marker(c, source_id)?;
+        }
+        c.prepare_cached("DELETE FROM changes WHERE seq = ?1")?.execute([seq])?;
+    }
+    Ok(!retried.is_empty())
+}
+
 /// After a complete pull (token ""): settles what the pull could tell.
 ///
 /// * Changes pushed after a change that failed in the same push and operation were deferred by
